@@ -1,0 +1,1 @@
+"""Backbone network definitions used by Class Map Explorer."""

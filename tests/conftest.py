@@ -1,0 +1,60 @@
+"""Shared fixtures: example photos, randomised backbones, and the Chromium rule for CI."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def examples() -> Path:
+    return EXAMPLES
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every weight and BatchNorm statistic a well-scaled random value.
+
+    torchvision's own initialisations leave some networks (GoogLeNet's truncated normal with std 0.01) with
+    features of ~1e-12, where an exactness test would compare biases only. Here every layer keeps unit-scale
+    activations, so a float64 comparison checks the whole computation.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in))
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+            elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
+                if module.weight is not None:
+                    module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+                if isinstance(module, nn.BatchNorm2d):
+                    module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+                    module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+            elif hasattr(module, "layer_scale"):  # ConvNeXt's per-block scale starts at 1e-6
+                module.layer_scale.copy_(0.5 + torch.rand(module.layer_scale.shape, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of Debian's Chromium; with CI=true a missing browser fails the test instead of skipping it."""
+    path = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    if path is None:
+        message = "Debian chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -1,0 +1,183 @@
+"""Maps -> classes and boxes (known answers on hand-made maps), re-analysis, and rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib import colormaps
+from PIL import Image
+
+import core
+from core.analysis import Analysis, analysis_size, find_boxes, find_classes
+from core.registry import IMAGENET_CATEGORIES
+from core.render import box_view, overlay, overlays, upsample
+
+CATS = list(IMAGENET_CATEGORIES)
+
+
+def _map(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((rows, cols), 0.2, dtype=np.float32), np.zeros((rows, cols), dtype=np.int64)
+
+
+def test_two_separated_blobs_of_one_class_give_two_boxes_with_exact_coordinates():
+    prob, winner = _map(6, 8)
+    prob[1:3, 1:3], winner[1:3, 1:3] = 0.9, 7  # rows 1-2, cols 1-2
+    prob[4, 5:8], winner[4, 5:8] = 0.95, 7  # row 4, cols 5-7
+    classes = find_classes(prob, winner, 0.85, CATS)
+    assert [(c.index, c.score, c.area) for c in classes] == [(7, pytest.approx(0.95), 7 / 48)]
+    boxes = find_boxes(prob, winner, [7], 0.5, (0.0, 0.0, 80.0, 60.0), (80, 60), CATS)
+    assert [(b.box, round(b.score, 2)) for b in boxes] == [((50, 40, 80, 50), 0.95), ((10, 10, 30, 30), 0.9)]
+
+
+def test_diagonal_cells_are_one_region_8_connectivity():
+    prob, winner = _map(4, 4)
+    prob[[0, 1], [0, 1]], winner[[0, 1], [0, 1]] = 0.9, 3
+    boxes = find_boxes(prob, winner, [3], 0.5, (0, 0, 40, 40), (40, 40), CATS)
+    assert [b.box for b in boxes] == [(0, 0, 20, 20)]
+
+
+def test_touching_regions_of_two_classes_are_separate_boxes():
+    prob, winner = _map(3, 8)
+    prob[:, :] = 0.9
+    winner[:, :4], winner[:, 4:] = 281, 967
+    prob[1, 6] = 0.99
+    classes = find_classes(prob, winner, 0.85, CATS)
+    assert [(c.label, c.area) for c in classes] == [("espresso", 0.5), ("tabby", 0.5)]
+    boxes = find_boxes(prob, winner, [c.index for c in classes], 0.5, (0, 0, 160, 60), (160, 60), CATS)
+    assert [(b.label, b.box) for b in boxes] == [("espresso", (80, 0, 160, 60)), ("tabby", (0, 0, 80, 60))]
+
+
+def test_box_threshold_splits_a_region_and_boxes_map_through_the_extent():
+    prob, winner = _map(1, 5)
+    prob[0] = [0.9, 0.9, 0.4, 0.9, 0.9]
+    winner[0] = 5
+    # A "valid" map inset by one 10-px cell on each side of a 70 x 30 image.
+    boxes = find_boxes(prob, winner, [5], 0.5, (10.0, 10.0, 60.0, 20.0), (70, 30), CATS)
+    assert sorted(b.box for b in boxes) == [(10, 10, 30, 20), (40, 10, 60, 20)]
+
+
+def test_nothing_above_threshold_is_an_empty_answer_not_an_error():
+    prob, winner = _map(5, 5)
+    assert find_classes(prob, winner, 0.85, CATS) == []
+    assert find_boxes(prob, winner, [], 0.5, (0, 0, 50, 50), (50, 50), CATS) == []
+
+
+def test_a_1x1_map():
+    prob = np.array([[0.99]], dtype=np.float32)
+    winner = np.array([[42]])
+    classes = find_classes(prob, winner, 0.85, CATS)
+    assert [(c.index, c.area) for c in classes] == [(42, 1.0)]
+    boxes = find_boxes(prob, winner, [42], 0.5, (0, 0, 33, 17), (33, 17), CATS)
+    assert [b.box for b in boxes] == [(0, 0, 33, 17)]
+
+
+def test_analysis_size_rule():
+    assert analysis_size(600, 400, 224) == ((224, 336), [])
+    assert analysis_size(600, 400, "native") == ((400, 600), [])
+    (h, w), notes = analysis_size(8000, 6000, "native")
+    assert h * w <= 2048 * 2048 and "downscaled" in notes[0]
+    (h, w), notes = analysis_size(8, 8, "native")
+    assert (h, w) == (32, 32) and "enlarged" in notes[0]
+    for bad in (0, 31, 100000, "big", 2.5, True):
+        with pytest.raises(ValueError, match="resolution"):
+            analysis_size(600, 400, bad)
+
+
+@pytest.fixture(scope="module")
+def prepared(examples):
+    return core.prepare(examples / "cat_and_coffee.jpg", "efficientnet_lite0", resolution=300)
+
+
+def test_real_photo_finds_the_cat_and_the_coffee_where_they_are(prepared):
+    analysis = prepared.analyze()
+    found = {c.label for c in analysis.classes}
+    assert "espresso" in found and found & {"tabby", "tiger cat", "Egyptian cat"}
+    for box in analysis.boxes:
+        centre = (box.box[0] + box.box[2]) / 2
+        assert (centre > 451) == (box.label == "espresso"), box  # the cat is the left 451 px, the cup the right
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(kernel_size=5, threshold=0.5), dict(kernel_size=1, threshold=0.9, box_threshold=0.7), dict(padding="valid")],
+)
+def test_reanalysis_from_cached_features_equals_a_fresh_analysis(prepared, examples, settings):
+    again = prepared.analyze(**settings)
+    fresh = core.analyze(examples / "cat_and_coffee.jpg", "efficientnet_lite0", resolution=300, **settings)
+    assert again.to_dict() == fresh.to_dict()
+    np.testing.assert_array_equal(again.max_prob, fresh.max_prob)
+
+
+def test_maps_handed_out_are_read_only(prepared):
+    analysis = prepared.analyze()
+    with pytest.raises(ValueError):
+        analysis.max_prob[0, 0] = 1.0
+    with pytest.raises(ValueError):
+        analysis.winner[0, 0] = 1
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(kernel_size=2), "kernel_size must be one of 1, 3, 5"),
+        (dict(kernel_size=7), "kernel_size must be one of 1, 3, 5"),
+        (dict(threshold=-1), "threshold must be between 0 and 1"),
+        (dict(threshold=2), "threshold must be between 0 and 1"),
+        (dict(threshold=float("nan")), "threshold must be between 0 and 1"),
+        (dict(box_threshold="high"), "box_threshold must be a number"),
+        (dict(padding="full"), "padding must be 'same' or 'valid'"),
+    ],
+)
+def test_bad_settings_name_the_parameter_and_its_allowed_values(prepared, bad, match):
+    with pytest.raises(ValueError, match=match):
+        prepared.analyze(**bad)
+
+
+def _synthetic(image_size=(60, 80), extent=(0.0, 0.0, 80.0, 60.0)) -> Analysis:
+    prob, winner = _map(6, 8)
+    prob[0:2, 0:2], winner[0:2, 0:2] = 1.0, 7
+    return Analysis(
+        source="synthetic", image_size=image_size, backbone="x", kernel_size=3, padding="same", threshold=0.85,
+        box_threshold=0.5, analysis_size=image_size, map_size=(6, 8),
+        classes=tuple(find_classes(prob, winner, 0.85, CATS)),
+        boxes=tuple(find_boxes(prob, winner, [7], 0.5, extent, image_size[::-1], CATS)),
+        top5=(), max_prob=prob, winner=winner, extent=extent,
+    )  # fmt: skip
+
+
+def test_overlay_has_the_image_size_heat_where_the_class_is_and_none_where_it_is_not():
+    analysis = _synthetic()
+    photo = Image.new("RGB", (80, 60), (100, 150, 200))
+    [item] = overlays(analysis, photo)
+    assert item.image.size == photo.size and item.caption == f"{CATS[7]} (1.00)"
+    pixels = np.asarray(item.image).astype(int)
+    assert pixels[8, 8, 0] == 178  # hot at p = 1: full red (255) blended at 0.5 over the photo's 100
+    cold = np.rint(np.array([100, 150, 200]) * 0.5 + np.array(colormaps["hot"](0.0)[:3]) * 255 * 0.5)
+    np.testing.assert_array_equal(pixels[45:, 50:], np.broadcast_to(cold, (15, 30, 3)))  # far away: no heat
+
+
+def test_upsampling_keeps_the_map_aligned_with_its_extent():
+    heat = np.zeros((3, 3), dtype=np.float32)
+    heat[1, 1] = 1.0
+    full = upsample(heat, (30.0, 20.0, 90.0, 50.0), (120, 70))  # cells of 20 x 10 px starting at (30, 20)
+    y, x = np.unravel_index(full.argmax(), full.shape)
+    assert (x, y) in {(59, 34), (60, 34), (59, 35), (60, 35)}  # centre of the middle cell: (60, 35)
+    assert full[:, :29].max() == 0 and full[:19, :].max() == 0 and full[:, 91:].max() == 0
+
+
+def test_overlay_works_for_any_aspect_ratio():
+    for size in [(300, 20), (20, 300), (1, 1)]:
+        image = Image.new("RGB", size)
+        out = overlay(image, np.ones((2, 3), dtype=np.float32), (0.0, 0.0, float(size[0]), float(size[1])))
+        assert out.size == size
+
+
+def test_box_view_draws_each_box_in_its_class_colour_inside_the_image():
+    analysis = _synthetic()
+    photo = Image.new("RGB", (80, 60), (255, 255, 255))
+    view = box_view(analysis, photo)
+    assert view.size == photo.size
+    pixels = np.asarray(view)
+    tab_blue = (31, 119, 180)
+    assert tuple(pixels[19, 10]) == tab_blue  # the bottom edge of the 20 x 20 box
+    assert tuple(pixels[59, 79]) == (255, 255, 255)  # nothing drawn far away
