@@ -11,6 +11,13 @@ Read top-down, the modules are the pipeline:
 - ``core.cli``       the ``classmap`` command.
 """
 
+import os
+
+# OpenMP threads that spin while waiting steal the CPU from each other when an app serves a stream and a photo at
+# once on few cores (a webcam frame took 0.8-2 s instead of 0.1 s on 2 busy cores). Sleeping waits cost nothing
+# measurable for a single analysis. Must be set before torch loads its OpenMP runtime; a user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from core.analysis import Analysis, Box, FoundClass, Prepared, TopClass, analyze, prepare
 from core.images import ImageError, load_image
 from core.model import ClassMapModel, load_backbone

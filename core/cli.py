@@ -14,7 +14,17 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.analysis import DEFAULT_RESOLUTION, KERNEL_SIZES, MAX_RESOLUTION, MIN_RESOLUTION, Analysis
+from core.analysis import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_KERNEL_SIZE,
+    DEFAULT_RESOLUTION,
+    DEFAULT_SCALE_CHECK,
+    DEFAULT_THRESHOLD,
+    KERNEL_SIZES,
+    MAX_RESOLUTION,
+    MIN_RESOLUTION,
+    Analysis,
+)
 from core.registry import BACKBONES, DEFAULT_BACKBONE
 
 __all__ = ["main"]
@@ -76,21 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--kernel-size",
         type=int,
-        default=3,
+        default=DEFAULT_KERNEL_SIZE,
         choices=KERNEL_SIZES,
-        help="averaging window on the feature map, in cells (default 3, as the seed)",
+        help=f"averaging window on the feature map, in cells (default {DEFAULT_KERNEL_SIZE}; the seed used 3)",
     )
     analyze.add_argument(
         "--threshold",
         type=_probability,
-        default=0.85,
-        help="a class is found where it wins a cell above this probability (default 0.85)",
+        default=DEFAULT_THRESHOLD,
+        help=f"a class is found where it wins a cell above this probability (default {DEFAULT_THRESHOLD}; "
+        "the seed used 0.85)",
     )
     analyze.add_argument(
         "--box-threshold",
         type=_probability,
-        default=0.5,
-        help="boxes enclose cells where a found class wins above this (default 0.5)",
+        default=DEFAULT_BOX_THRESHOLD,
+        help=f"boxes enclose cells where a found class wins above this (default {DEFAULT_BOX_THRESHOLD})",
+    )
+    analyze.add_argument(
+        "--scale-check",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_SCALE_CHECK,
+        help="keep a class only where the classifier, pooling over its own 224-px view, also picks it "
+        f"(default {'on' if DEFAULT_SCALE_CHECK else 'off'}; --no-scale-check is the seed's rule)",
     )
     analyze.add_argument(
         "--resolution",
@@ -191,6 +209,7 @@ def _analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                     args.resolution,
                     args.padding,
                     source=Path(path).name,
+                    scale_check=args.scale_check,
                 )
                 record = analysis.to_dict()
                 if args.out:

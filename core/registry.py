@@ -230,7 +230,7 @@ _ENTRIES = [
 BACKBONES: dict[str, Backbone] = {entry.name: entry for entry in _ENTRIES}
 
 # The default runs with no network: its weights are installed with the package.
-DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_BACKBONE = "efficientnet_lite2"
 
 
 def list_backbones() -> list[str]:

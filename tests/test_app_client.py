@@ -1,0 +1,200 @@
+"""The real app, served on 127.0.0.1 and called as any client would: ``gradio_client`` and the ``/analyze`` API."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+import core
+import core.analysis
+import core.registry
+from core.analysis import DEFAULT_SCALE_CHECK
+from core.model import ClassMapModel
+from ui.app import build_app, launch_options
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
+
+CLASSMAP = str(Path(sys.executable).with_name("classmap"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    app = build_app()
+    _, local_url, _ = app.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options()
+    )
+    try:
+        yield local_url
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def cnn_calls(monkeypatch) -> list[int]:
+    """One entry per run of a network's trunk (the app runs in this process, on its own threads)."""
+    calls: list[int] = []
+    original = ClassMapModel.features
+
+    def counting(self, x, *args, **kwargs):
+        calls.append(1)
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(ClassMapModel, "features", counting)
+    return calls
+
+
+def analyze(client: Client, path: Path, **settings) -> tuple:
+    settings = {"backbone": "efficientnet_lite0", "kernel_size": 3, "threshold": 0.85, **settings}
+    return client.predict(image=handle_file(str(path)), **settings, api_name="/analyze")
+
+
+def test_the_api_is_analyze_with_named_inputs(url):
+    api = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
+    endpoint = api["named_endpoints"]["/analyze"]
+    names = [p["parameter_name"] for p in endpoint["parameters"]]
+    assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
+    assert set(names[4:]) == {"box_threshold", "resolution", "padding", "scale_check"}
+    assert all(p["parameter_has_default"] for p in endpoint["parameters"][1:])
+    assert endpoint["returns"][-1]["component"] == "Json"
+
+
+def test_the_json_is_the_clis_for_the_same_images(url, examples):
+    # The real console script, in its own process, on two photos with the settings analyze() sends.
+    photos = [examples / "cat_and_coffee.jpg", examples / "grace_hopper.jpg"]
+    command = [CLASSMAP, "analyze", *map(str, photos), "--backbone", "efficientnet_lite0", "--kernel-size", "3",
+               "--threshold", "0.85", "--json", "-"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    cli = [json.loads(line) for line in result.stdout.splitlines()]
+
+    client = Client(url, verbose=False)
+    for photo, expected in zip(photos, cli, strict=True):
+        outputs = analyze(client, photo)
+        assert outputs[-1] == expected
+        assert outputs[-1]["image"]["source"] == photo.name
+
+
+def test_the_json_equals_core_analyze_for_other_settings(url, examples):
+    settings = {"kernel_size": 5, "threshold": 0.4, "box_threshold": 0.3, "resolution": 448, "padding": "valid",
+                "scale_check": not DEFAULT_SCALE_CHECK}  # fmt: skip
+    path = examples / "astronaut.jpg"
+    outputs = analyze(Client(url, verbose=False), path, backbone="efficientnet_lite1", **settings)
+    expected = core.analyze(path, "efficientnet_lite1", **settings, source="astronaut.jpg").to_dict()
+    assert outputs[-1] == expected
+
+    gallery, boxes, found, top5, download, summary, record = outputs
+    assert [item["caption"] for item in gallery] == [f"{c['label']} ({c['score']:.2f})" for c in record["classes"]]
+    assert Path(boxes).is_file() and Path(download).name == "astronaut.classmap.json"
+    assert json.loads(Path(download).read_text()) == record
+    assert [c["label"] for c in top5["confidences"]] == [t["label"] for t in record["top5"]]
+    assert found["label"] == record["classes"][0]["label"]
+    assert "efficientnet_lite1" in summary
+
+
+def test_threshold_changes_reuse_the_network_and_sessions_stay_apart(url, examples, cnn_calls):
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+
+    start = time.perf_counter()
+    first = analyze(alice, examples / "chelsea.png")
+    first_s = time.perf_counter() - start
+    assert len(cnn_calls) == 1 and "network ran" in first[-2]
+
+    start = time.perf_counter()
+    moved = analyze(alice, examples / "chelsea.png", threshold=0.5)
+    moved_s = time.perf_counter() - start
+    assert len(cnn_calls) == 1 and "network output reused" in moved[-2]
+    expected = core.analyze(examples / "chelsea.png", "efficientnet_lite0", 3, threshold=0.5, source="chelsea.png")
+    assert moved[-1] == expected.to_dict()
+
+    analyze(bob, examples / "coffee.png")  # another session, another photo
+    again = analyze(alice, examples / "chelsea.png", threshold=0.6)
+    assert again[-1]["image"]["source"] == "chelsea.png" and "network output reused" in again[-2]
+    print(f"\nthrough gradio_client: first analysis {first_s:.2f} s, threshold change {moved_s:.2f} s")
+
+
+def test_a_file_that_is_not_an_image_gets_our_message_and_the_app_keeps_serving(url, tmp_path, examples):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    client = Client(url, verbose=False)
+    with pytest.raises(AppError, match=r"notes\.txt: not an image file we can read"):
+        analyze(client, notes)
+    with pytest.raises(AppError, match="kernel_size must be one of 1, 3, 5"):
+        analyze(client, examples / "coffee.png", kernel_size=4)
+    assert analyze(client, examples / "coffee.png")[-1]["image"]["source"] == "coffee.png"
+
+
+@pytest.fixture
+def weights_server(monkeypatch, tmp_path) -> Iterator[str]:
+    """mobilenet_v3_large's weights (random, same shapes) served slowly from 127.0.0.1, into an empty cache."""
+    name = "mobilenet_v3_large"
+    buffer = io.BytesIO()
+    torch.save(core.registry.BACKBONES[name].build().state_dict(), buffer)
+    data = buffer.getvalue()
+    file_name = f"{name}-{hashlib.sha256(data).hexdigest()[:8]}.pth"  # the hash prefix core checks
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for start in range(0, len(data), 1 << 20):
+                self.wfile.write(data[start : start + (1 << 20)])
+                time.sleep(0.1)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/{file_name}"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setitem(
+        core.registry.BACKBONES, name, dataclasses.replace(core.registry.BACKBONES[name], weights_url=url)
+    )
+    core.analysis._cached_model.cache_clear()
+    try:
+        yield name
+    finally:
+        server.shutdown()
+        core.analysis._cached_model.cache_clear()  # no random-weight network left for other tests
+
+
+@pytest.mark.network
+def test_a_first_use_download_reports_its_progress(url, weights_server, examples):
+    job = Client(url, verbose=False).submit(
+        image=handle_file(str(examples / "coffee.png")),
+        backbone=weights_server,
+        kernel_size=3,
+        threshold=0.85,
+        api_name="/analyze",
+    )
+    seen = []
+    while not job.done():
+        seen += [(p.desc, p.unit, p.index, p.length) for p in job.status().progress_data or []]
+        time.sleep(0.02)
+    assert job.result()[-1]["backbone"] == weights_server
+    # The page's progress bar follows the download, in bytes (the message before it may pass between polls).
+    downloads = [(index, length) for _, unit, index, length in seen if unit == "B"]
+    assert downloads, f"no download progress among {seen[:5]}"
+    assert all(0 <= index <= length for index, length in downloads)

@@ -1,0 +1,152 @@
+"""The page in a real browser: headless Chromium (Debian's) driven by Playwright, as a presenter would use it."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.analysis import DEFAULT_THRESHOLD
+from core.registry import DEFAULT_BACKBONE
+from ui.app import build_app, launch_options
+
+pytestmark = [pytest.mark.browser, pytest.mark.app, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+TIMEOUT_MS = 60_000  # the first analysis loads the network; CI machines are slow
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app()
+    _, local_url, _ = app.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options()
+    )
+    try:
+        yield local_url
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def page(chromium, url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["camera"])
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.outside = []  # requests that would leave this machine
+        page.errors = []  # uncaught errors in the page's scripts
+        page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else page.outside.append(r.url))
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.goto(url)
+        page.wait_for_selector("#photo")
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_for_summary(page, *parts: str) -> str:
+    """Wait until the line under the pictures says all of ``parts``; return it."""
+    page.wait_for_function(
+        "parts => parts.every(p => (document.querySelector('#summary')?.innerText ?? '').includes(p))",
+        arg=list(parts),
+    )
+    return page.locator("#summary").inner_text()
+
+
+def heat_map_captions(page) -> list[str]:
+    """Captions of the heat maps in the gallery (its thumbnails carry them as titles)."""
+    page.wait_for_selector("#overlays img")
+    thumbnails = page.locator("#overlays .thumbnails img")
+    if thumbnails.count():
+        return [thumbnails.nth(i).get_attribute("title") for i in range(thumbnails.count())]
+    return [page.locator("#overlays .caption").inner_text()]
+
+
+def test_a_presenters_tour(page, tmp_path, examples):
+    # An example photo: heat maps and boxes appear.
+    page.locator("#examples img[src$='/astronaut.jpg']").click()
+    summary = wait_for_summary(page, "astronaut.jpg", DEFAULT_BACKBONE, "network ran")
+    assert f"above {DEFAULT_THRESHOLD:.2f}" in summary
+    first = heat_map_captions(page)  # "football helmet (1.00)", ... best first
+    assert len(first) >= 2, first
+    assert page.locator("#boxes img").count() == 1
+    assert first[0].rsplit(" (", 1)[0] in page.locator("#found").inner_text()
+    assert "%" in page.locator("#top5").inner_text()
+
+    # Raise the threshold just above the least sure heat map: that one goes, from the same network output.
+    higher = f"{min(float(caption.rsplit('(', 1)[1].rstrip(')')) for caption in first) + 0.01:.2f}"
+    page.locator("#threshold input[type=range]").fill(higher)
+    wait_for_summary(page, f"above {higher}", "network output reused")
+    fewer = heat_map_captions(page)
+    assert 0 < len(fewer) < len(first) and fewer == first[: len(fewer)]
+
+    # Another offline network: it runs again, and the page says which one it is.
+    page.locator("#threshold input[type=range]").fill("0.5")
+    wait_for_summary(page, "above 0.50", "network output reused")
+    before = heat_map_captions(page)
+    other = "efficientnet_lite1" if DEFAULT_BACKBONE != "efficientnet_lite1" else "efficientnet_lite0"
+    page.locator("#backbone input").click()
+    page.get_by_role("option", name=re.compile(f"^{other} ")).click()
+    wait_for_summary(page, other, "network ran", "above 0.50")
+    assert heat_map_captions(page) != before
+    time.sleep(0.5)  # let the pictures finish painting
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+
+    # A file that claims to be a JPEG but is not one: our message, and the page keeps working.
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((examples / "grace_hopper.jpg").read_bytes()[:1500])
+    page.locator("#photo input[type=file]").set_input_files(str(broken))
+    page.get_by_text(re.compile(r"broken\.jpg: the image data is corrupt or truncated")).first.wait_for()
+    page.locator("#examples img[src$='/coffee.png']").click()
+    wait_for_summary(page, "coffee.png", other)
+
+    # What the browser refuses before uploading still reads plainly: too large (our 25 MB limit), not an image.
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\0" * (26 * 1024 * 1024))
+    page.locator("#photo input[type=file]").set_input_files(str(huge))
+    page.get_by_text(re.compile(r"exceed the maximum allowed size of 25")).first.wait_for()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    page.locator("#photo input[type=file]").set_input_files(str(notes))
+    page.get_by_text(re.compile(r"Invalid file type: notes\.txt")).first.wait_for()
+
+    # The webcam tab with Chromium's fake camera: the live box view keeps changing.
+    page.get_by_role("tab", name="Webcam").click()
+    page.locator("#camera").get_by_text("Click to Access Webcam").click()
+    page.locator("#camera").get_by_role("button", name=re.compile("capture|record", re.I)).click()
+    frames: set[str] = set()
+    deadline = time.monotonic() + 40
+    while len(frames) < 3 and time.monotonic() < deadline:
+        if page.locator("#live-boxes img").count():
+            frames.add(page.locator("#live-boxes img").first.get_attribute("src") or "")
+        time.sleep(0.1)
+    assert len(frames - {""}) >= 3, f"the live box view showed {len(frames)} frames in 40 s"
+    assert page.locator("#live-top5").inner_text().strip()
+
+    assert page.outside == [], "the page must work with no internet"
+    assert page.errors == []

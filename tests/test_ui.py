@@ -1,0 +1,315 @@
+"""The app's handlers as plain functions: what a page shows, when the network runs, and what errors say."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio.data_classes import ImageData
+from PIL import Image
+
+import core
+import ui.app as app_module
+from core.analysis import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_KERNEL_SIZE,
+    DEFAULT_RESOLUTION,
+    DEFAULT_SCALE_CHECK,
+    DEFAULT_THRESHOLD,
+)
+from core.images import ImageError
+from core.model import ClassMapModel
+from core.registry import BACKBONES, DEFAULT_BACKBONE
+from core.weights import WeightsError
+from ui.components import PhotoInput
+from ui.handlers import (
+    DISPLAY_MAX_SIDE,
+    MAX_OVERLAYS,
+    RESOLUTION_CHOICES,
+    WEBCAM_RESOLUTION,
+    analyze_photo,
+    backbone_choices,
+    friendly_error,
+    parse_resolution,
+    webcam_frame,
+    write_json,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = [name for name, entry in BACKBONES.items() if entry.offline]
+
+
+@pytest.fixture
+def cnn_calls(monkeypatch) -> list[tuple[int, ...]]:
+    """Shapes of the inputs every ``ClassMapModel.features`` call (the network's trunk) receives."""
+    calls: list[tuple[int, ...]] = []
+    original = ClassMapModel.features
+
+    def counting(self, x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(ClassMapModel, "features", counting)
+    return calls
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Photo
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_example_photo_shows_what_core_finds(examples):
+    path = examples / "astronaut.jpg"
+    view, session = analyze_photo(str(path), threshold=0.5)
+
+    expected = core.analyze(path, threshold=0.5, source="astronaut.jpg")
+    assert view.record == expected.to_dict()
+    assert view.record["image"]["source"] == "astronaut.jpg" and view.cnn_ran
+    assert [caption for _, caption in view.overlays] == [f"{c.label} ({c.score:.2f})" for c in expected.classes]
+    assert all(picture.size == (512, 512) for picture, _ in view.overlays)
+    assert view.boxes.size == (512, 512) and view.boxes.mode == "RGB"
+    assert list(view.found) == [c.label for c in expected.classes]
+    assert list(view.top5.values()) == [t.probability for t in expected.top5]
+    assert "astronaut.jpg" in view.summary and DEFAULT_BACKBONE in view.summary
+    assert session.backbone == DEFAULT_BACKBONE and session.resolution == DEFAULT_RESOLUTION
+    # The boxes picture is core's box view: it differs from the photo exactly where boxes are drawn.
+    drawn = np.any(np.asarray(view.boxes) != np.asarray(Image.open(path).convert("RGB")), axis=2)
+    assert drawn.any() and len(view.analysis.boxes) > 0
+
+
+@pytest.mark.slow
+def test_slider_moves_reuse_the_network_output(examples, cnn_calls):
+    path = str(examples / "chelsea.png")
+    view, session = analyze_photo(path)
+    assert len(cnn_calls) == 1 and view.cnn_ran
+
+    # Kernel size, thresholds and padding only change the head: the trunk does not run again.
+    for settings in ({"threshold": 0.3}, {"kernel_size": 1}, {"kernel_size": 5, "box_threshold": 0.2},
+                     {"padding": "valid"}, {"scale_check": not DEFAULT_SCALE_CHECK}):  # fmt: skip
+        view, session = analyze_photo(path, session=session, **settings)
+        assert not view.cnn_ran
+        expected = core.analyze(path, **settings, source="chelsea.png").to_dict()
+        assert view.record == expected
+    assert len(cnn_calls) == 1 + 5  # one per core.analyze above, none for the app
+
+    # A new resolution or a new network needs new features.
+    view, session = analyze_photo(path, resolution=224, session=session)
+    assert view.cnn_ran and view.record["analysis_size"][0] == 224 and len(cnn_calls) == 7
+    other = next(name for name in OFFLINE if name != DEFAULT_BACKBONE)
+    view, session = analyze_photo(path, backbone=other, resolution=224, session=session)
+    assert view.cnn_ran and view.record["backbone"] == other and len(cnn_calls) == 8
+
+
+@pytest.mark.slow
+def test_a_new_image_runs_the_network_and_the_same_bytes_do_not(examples, tmp_path, cnn_calls):
+    view, session = analyze_photo(str(examples / "chelsea.png"))
+    view, session = analyze_photo(str(examples / "coffee.png"), session=session)
+    assert view.cnn_ran and view.record["image"]["source"] == "coffee.png" and len(cnn_calls) == 2
+
+    # An API client uploading the same file again gets a fresh copy (new path or modification time).
+    copy = tmp_path / "again" / "coffee.png"
+    copy.parent.mkdir()
+    shutil.copyfile(examples / "coffee.png", copy)
+    view, session = analyze_photo(str(copy), threshold=0.4, session=session)
+    assert not view.cnn_ran and len(cnn_calls) == 2 and view.record["image"]["source"] == "coffee.png"
+
+    # Same name and size, other bytes: a different picture.
+    pixels = np.asarray(Image.open(copy)).copy()
+    pixels[:50] = 255 - pixels[:50]
+    Image.fromarray(pixels).save(copy)
+    view, session = analyze_photo(str(copy), session=session)
+    assert view.cnn_ran and len(cnn_calls) == 3
+
+
+@pytest.mark.slow
+def test_sessions_do_not_share_features(examples):
+    _, alice = analyze_photo(str(examples / "chelsea.png"))
+    _, bob = analyze_photo(str(examples / "coffee.png"))
+    view, alice = analyze_photo(str(examples / "chelsea.png"), threshold=0.2, session=alice)
+    assert not view.cnn_ran and view.record["image"]["source"] == "chelsea.png"
+    assert bob.prepared.loaded.source == "coffee.png"
+
+
+@pytest.mark.slow
+def test_large_photos_are_drawn_at_screen_size_with_boxes_in_original_pixels(tmp_path):
+    big = tmp_path / "big.png"
+    Image.open(ROOT / "examples" / "coffee.png").convert("RGB").resize((3000, 2000)).save(big)
+    view, _ = analyze_photo(str(big), threshold=0.5)
+
+    assert view.record["image"] == {"source": "big.png", "width": 3000, "height": 2000}
+    assert max(view.boxes.size) == DISPLAY_MAX_SIDE
+    assert all(max(picture.size) == DISPLAY_MAX_SIDE for picture, _ in view.overlays)
+    assert view.record["boxes"] and max(b["box"][2] for b in view.record["boxes"]) > DISPLAY_MAX_SIDE / 2
+
+
+@pytest.mark.slow
+def test_the_gallery_shows_at_most_the_best_overlays(examples):
+    view, _ = analyze_photo(str(examples / "astronaut.jpg"), threshold=0.0, kernel_size=1, scale_check=False)
+    assert len(view.record["classes"]) > MAX_OVERLAYS
+    assert len(view.overlays) == MAX_OVERLAYS and len(view.found) == len(view.record["classes"])
+    assert f"best {MAX_OVERLAYS}" in view.summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors: our words, on the page
+# ---------------------------------------------------------------------------------------------------------------
+def test_a_file_that_is_not_an_image_gets_our_message(tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("these are my notes, not a picture")
+    with pytest.raises(ImageError, match=r"notes\.png: not an image file we can read"):
+        analyze_photo(str(notes))
+    with pytest.raises(gr.Error, match=r"notes\.png: not an image file we can read") as raised:
+        app_module.analyze(str(notes))
+    assert raised.value.title == "Could not analyse this image"
+
+
+def test_empty_and_missing_files_get_our_message(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(gr.Error, match=r"empty\.jpg: the file is empty"):
+        app_module.analyze(str(empty))
+    with pytest.raises(gr.Error, match=r"gone\.jpg: no such file"):
+        app_module.analyze(str(tmp_path / "gone.jpg"))
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_gets_our_message(tmp_path, examples):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((examples / "grace_hopper.jpg").read_bytes()[:2000])
+    with pytest.raises(gr.Error, match=r"broken\.jpg: the image data is corrupt or truncated"):
+        app_module.analyze(str(broken))
+
+
+@pytest.mark.slow
+def test_bad_settings_name_the_setting(examples):
+    path = str(examples / "coffee.png")
+    with pytest.raises(gr.Error, match="kernel_size must be one of 1, 3, 5"):
+        app_module.analyze(path, kernel_size=4)
+    with pytest.raises(gr.Error, match="resolution must be"):
+        app_module.analyze(path, resolution="huge")
+    with pytest.raises(gr.Error, match="unknown backbone 'alexnet'"):
+        app_module.analyze(path, backbone="alexnet")
+
+
+def test_missing_weights_say_what_to_do(monkeypatch, tmp_path, examples):
+    def offline(*args, **kwargs):
+        raise WeightsError("weights for 'resnet50' are not cached at /x/resnet50.pth and the download failed")
+
+    monkeypatch.setattr("ui.handlers.get_model", offline)
+    with pytest.raises(gr.Error) as raised:
+        app_module.analyze(str(examples / "coffee.png"), backbone="resnet50")
+    message = raised.value.message
+    assert message.startswith("resnet50 needs weights from the internet")
+    assert "weights for 'resnet50' are not cached" in message
+    assert all(name in message for name in OFFLINE) and "without internet" in message
+    assert friendly_error(ValueError("plain")) == "plain"
+    package = friendly_error(WeightsError("embedded package NOT installed"), OFFLINE[0])
+    assert package.startswith(f"{OFFLINE[0]}'s weights come in a Python package that is not installed")
+
+
+def test_the_photo_input_hands_our_code_the_path_without_opening_it(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    component = PhotoInput(type="filepath", image_mode=None)
+    assert component.preprocess(ImageData(path=str(notes), orig_name="notes.txt")) == str(notes)
+    assert component.preprocess(None) is None
+    assert component.get_block_name() == "image"  # the front end is gr.Image's
+
+
+def test_no_image_clears_the_page():
+    session, gallery, boxes, found, top5, download, summary, record = app_module.analyze(None)
+    assert session is None and gallery == [] and summary == app_module.EMPTY_HINT
+    assert boxes is None and found is None and top5 is None and download is None and record is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Webcam
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_webcam_frame_gives_boxes_and_top_classes(examples):
+    frame = np.asarray(Image.open(examples / "coffee.png").convert("RGB").resize((640, 480)))
+    boxes, top5 = webcam_frame(frame)
+    assert boxes.size == (640, 480)
+    assert len(top5) == 5 and next(iter(top5)) == "espresso"
+    expected = core.analyze(frame, resolution=WEBCAM_RESOLUTION, source="webcam")
+    assert list(top5.values()) == [t.probability for t in expected.top5]
+    assert webcam_frame(None) == (None, {})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small pieces
+# ---------------------------------------------------------------------------------------------------------------
+def test_backbone_choices_list_offline_networks_first_and_say_where_weights_are():
+    choices = backbone_choices()
+    assert [name for _, name in choices] == list(BACKBONES)
+    labels = dict((name, label) for label, name in choices)
+    assert all(labels[name].endswith("· offline") for name in OFFLINE)
+    online = [name for name in BACKBONES if name not in OFFLINE]
+    assert all(re.search(r"· (downloads on first use|downloaded)$", labels[name]) for name in online)
+
+
+def test_resolution_choices_name_the_default_once():
+    values = [value for _, value in RESOLUTION_CHOICES]
+    assert len(values) == len(set(values)) and values[-1] == "native" and DEFAULT_RESOLUTION in values
+    assert [label for label, _ in RESOLUTION_CHOICES if "default" in label] == [f"{DEFAULT_RESOLUTION} px (default)"]
+
+
+def test_parse_resolution():
+    assert parse_resolution(448) == 448 and parse_resolution(448.0) == 448
+    assert parse_resolution("320") == 320 and parse_resolution("640 px") == 640
+    assert parse_resolution("native") == "native" and parse_resolution("Native") == "native"
+    assert parse_resolution(None) == DEFAULT_RESOLUTION
+    with pytest.raises(ValueError, match="resolution must be"):
+        parse_resolution("big")
+
+
+def test_write_json_is_the_record_and_reuses_its_file(tmp_path):
+    record = {"image": {"source": "photo.jpeg", "width": 2, "height": 1}, "classes": []}
+    first = write_json(record, tmp_path)
+    assert first.name == "photo.classmap.json" and json.loads(first.read_text()) == record
+    assert write_json(dict(record), tmp_path) == first
+    assert write_json({**record, "classes": [1]}, tmp_path) != first
+
+
+def test_ui_never_imports_torch():
+    for path in (ROOT / "ui").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import torch|from torch)", text, re.MULTILINE), path
+
+
+def test_python_m_ui_help_is_instant_and_names_host_and_port():
+    result = subprocess.run(
+        [sys.executable, "-m", "ui", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0 and "--host" in result.stdout and "--port" in result.stdout
+    assert "127.0.0.1" in result.stdout
+
+
+@pytest.mark.app
+def test_the_page_offers_the_contract_api_and_the_controls_asked_for():
+    app = app_module.build_app()
+    endpoint = app.get_api_info()["named_endpoints"]["/analyze"]
+    names = [p["parameter_name"] for p in endpoint["parameters"]]
+    assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
+    assert names[4:] == ["box_threshold", "resolution", "padding", "scale_check"]
+    required = [p["parameter_name"] for p in endpoint["parameters"] if not p["parameter_has_default"]]
+    assert required == ["image"]
+    assert endpoint["returns"][-1]["component"] == "Json"
+    assert list(app.get_api_info()["named_endpoints"]) == ["/analyze"]  # the rest is private
+
+    sliders = {block.elem_id: block for block in app.blocks.values() if isinstance(block, gr.Slider)}
+    kernel = sliders["kernel-size"]
+    assert (kernel.minimum, kernel.maximum, kernel.step, kernel.value) == (1, 5, 2, DEFAULT_KERNEL_SIZE)
+    threshold = sliders["threshold"]
+    assert (threshold.minimum, threshold.maximum, threshold.value) == (0, 1, DEFAULT_THRESHOLD)
+    assert sliders["box-threshold"].value == DEFAULT_BOX_THRESHOLD
+    options = app_module.launch_options()
+    assert options["max_file_size"] == "25mb" and options["allowed_paths"] == [str(app_module.EXAMPLES_DIR)]
