@@ -53,14 +53,17 @@ _SKIPPED = (nn.Dropout, nn.Flatten, nn.Identity)
 @contextlib.contextmanager
 def evaluating(module: nn.Module) -> Iterator[None]:
     """Inference mode with every submodule in eval mode; restores each module's ``training`` flag afterwards."""
-    flags = [(m, m.training) for m in module.modules()]
+    # Only the modules in training mode change, and only they are set back: a model already in eval mode (the usual
+    # case) costs one walk over its modules, not ~2 ms of attribute writes per call (EfficientNet-Lite2: 290 modules).
+    training = [m for m in module.modules() if m.training]
     try:
-        module.eval()
+        if training:
+            module.eval()
         with torch.inference_mode():
             yield
     finally:
-        for m, training in flags:
-            m.training = training
+        for m in training:
+            m.training = True
 
 
 def _expand(module: nn.Module) -> list[nn.Module]:
