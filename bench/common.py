@@ -6,6 +6,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 import core
@@ -56,11 +57,16 @@ class Config:
         )
 
     def repeats(self, pixels: int) -> int:
-        """Timed rounds for an input of this many pixels: fewer for the big, slow ones (and 2 in a quick run)."""
+        """Most timed rounds for an input of this many pixels: fewer for the big, slow ones (2 in a quick run)."""
         if self.quick:
             return 2
         side = pixels**0.5
-        return 7 if side <= 300 else 5 if side <= 600 else 4 if side <= 1100 else 3
+        return 7 if side <= 300 else 5 if side <= 600 else 3
+
+    @property
+    def budget(self) -> float:
+        """Seconds of timed rounds per comparison after which no new round starts (at least 2 rounds run)."""
+        return 4.0 if self.quick else 15.0
 
 
 def real_weights(name: str) -> bool:
@@ -74,8 +80,16 @@ def real_weights(name: str) -> bool:
 
 @functools.cache
 def model(name: str) -> ClassMapModel:
-    """A backbone, loaded once: real weights where installed (the offline backbones), random ones otherwise."""
-    return core.load_backbone(name, weights="default" if real_weights(name) else None)
+    """A backbone, loaded once: real weights where installed (the offline backbones), random ones otherwise.
+
+    Random weights are drawn from a fixed seed, so the classes they happen to "find" (and the overlays drawn for
+    them) are the same from run to run.
+    """
+    if real_weights(name):
+        return core.load_backbone(name)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return core.load_backbone(name, weights=None)
 
 
 def weights_note(name: str) -> str:

@@ -181,5 +181,6 @@ def run_app(config: Config) -> Section:
         f"{ms(med['api_first'])} ms first, {ms(med['api_change'])} ms after a threshold change "
         f"(the app reports: {', '.join(sorted(states))})",
         True,
+        informative=True,
     )
     return Section("app", "6. App latency through gradio_client", APP_INTRO, (table,), (goal,))

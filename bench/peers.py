@@ -31,7 +31,7 @@ import core
 from bench.common import Config, model, photo, weights_note
 from bench.pipeline import _full
 from bench.report import Goal, Section, Table, ms, times
-from bench.timing import interleave, paired_ratio
+from bench.timing import Samples, interleave, paired_ratio
 from core.registry import DEFAULT_BACKBONE
 
 __all__ = ["run"]
@@ -74,7 +74,7 @@ def _gradcam_batch(cam: GradCAM, x: torch.Tensor, top5: list[int]) -> np.ndarray
     return cam(input_tensor=x.expand(len(top5), -1, -1, -1), targets=[ClassifierOutputTarget(c) for c in top5])
 
 
-def _time(m: core.ClassMapModel, image: Image.Image, size: int, repeats: int) -> dict[str, object]:
+def _time(m: core.ClassMapModel, image: Image.Image, size: int, repeats: int, budget: float) -> dict[str, Samples]:
     x = m.preprocess(image)
     with torch.inference_mode():
         top5 = m.reference_logits(x)[0].topk(5).indices.tolist()
@@ -90,24 +90,23 @@ def _time(m: core.ClassMapModel, image: Image.Image, size: int, repeats: int) ->
                 "ours_maps": lambda: _ours_maps(m, x),
                 "ours_full": lambda: _full(m, image, size),
             }
-            return dict(interleave(cases, repeats))
+            return dict(interleave(cases, repeats, budget=budget))
     finally:
         extractor.remove_hooks()
         m.network.zero_grad(set_to_none=True)
 
 
 def run(config: Config) -> Section:
-    rows, slowest = [], (float("inf"), "")
-    torchcam_gap = []
+    rows, speedups, bounds, torchcam_gap = [], [], [], []
     for name in config.backbones:
         m = model(name)
         for size in config.peer_sizes if name == DEFAULT_BACKBONE else config.peer_sizes[:1]:
-            s = _time(m, photo(size), size, config.repeats(size * size))
+            s = _time(m, photo(size), size, config.repeats(size * size), config.budget)
             best = min(("gradcam_calls", "gradcam_batch"), key=lambda k: s[k].median)
-            speedup = paired_ratio(s[best], s["ours_full"])
-            slowest = min(slowest, (speedup, f"{name} {size} px"))
-            gap = paired_ratio(s["ours_maps"], s["torchcam"])
-            torchcam_gap.append(gap)
+            label = f"{name} {size} px"
+            speedups.append((paired_ratio(s[best], s["ours_full"]), label))
+            bounds.append((paired_ratio(s[best], s["forward"]), label))  # what a free analysis would reach
+            torchcam_gap.append(paired_ratio(s["ours_maps"], s["torchcam"]))
             rows.append(
                 (
                     f"{name} ({weights_note(name)})",
@@ -115,22 +114,24 @@ def run(config: Config) -> Section:
                     ms(s["forward"].ms),
                     ms(s["gradcam_calls"].ms),
                     ms(s["gradcam_batch"].ms),
+                    times(bounds[-1][0]),
                     ms(s["torchcam"].ms),
                     ms(s["ours_maps"].ms),
                     ms(s["ours_full"].ms),
-                    times(speedup),
+                    times(speedups[-1][0]),
                     times(paired_ratio(s[best], s["ours_maps"])),
-                    times(gap),
+                    times(torchcam_gap[-1]),
                 )
             )
     table = Table(
-        "Maps for the top-5 classes (ms, medians). Speed-ups are paired ratios against GradCAM's faster way",
+        "Maps for the top-5 classes (ms, medians); ratios are paired, against GradCAM's faster way",
         (
             "backbone (weights)",
             "px",
             "forward",
             "GradCAM 5 calls",
             "GradCAM batch 5",
+            "GradCAM / forward",
             "torch-cam CAM",
             "ours 5 maps",
             "ours full",
@@ -140,23 +141,37 @@ def run(config: Config) -> Section:
         ),
         tuple(rows),
     )
+    slowest = min(speedups)
+    short = [label for ratio, label in speedups if ratio < FASTER]
+    capped = [f"{label} ({times(bound)})" for bound, label in bounds if bound < FASTER * 1.15]
     goals = (
         Goal(
             "3a. vs pytorch-grad-cam GradCAM (5 classes)",
             f">= {FASTER:.0f}x faster",
-            f"least {times(slowest[0])} ({slowest[1]}), our full analysis (every class, boxes, pictures) against "
-            "GradCAM's 5 maps",
-            slowest[0] >= FASTER,
+            f"least {times(slowest[0])} ({slowest[1]}); {len(speedups) - len(short)} of {len(speedups)} cases at "
+            f"{FASTER:.0f}x or more. Ours = the full analysis (every class, boxes, pictures) against GradCAM's 5 maps",
+            not short,
             why="GradCAM needs a backward pass per class (about twice a forward each); we need one forward for all "
-            "1000 classes.",
+            "1000 classes, so the speed-up is about GradCAM's cost in forward passes ('GradCAM / forward') divided "
+            "by our full analysis's (goal 1's ratio)."
+            + (
+                f" Where GradCAM's batch of five costs less than {FASTER * 1.15:.1f} forward passes ("
+                + ", ".join(capped)
+                + ": a batch of five runs more efficiently per image than single passes, most of all on these light "
+                "networks at 224 px), 10x is out of reach of anything that runs the network once and draws at all "
+                "(goal 1 allows 1.15x a forward pass)."
+                if capped
+                else ""
+            ),
         ),
         Goal(
             "3b. vs torch-cam CAM (forward-only peer)",
             "close (report)",
             f"ours 5 maps / CAM = {times(min(torchcam_gap))}-{times(max(torchcam_gap))}",
-            None if not torchcam_gap else True,
+            True,
             why="both are one forward pass plus a product with the classifier's weights; CAM forms 5 maps (5 x C "
-            "weights), we form all 1000 (the head), so at large maps of light trunks we pay the head's MACs.",
+            "weights), we form all 1000 (the head), so on light trunks we pay the head's MACs (goal 0a).",
+            informative=True,
         ),
     )
     return Section(

@@ -114,6 +114,7 @@ def run_e2e(config: Config) -> Section:
                     "ours": lambda m=m, image=image, size=size: _full(m, image, size),
                 },
                 config.repeats(size * size),
+                budget=config.budget,
             )
             ratio = paired_ratio(s["ours"], s["forward"])
             label = f"{name} {size} px"
@@ -204,6 +205,7 @@ def run_slider(config: Config) -> Section:
         s = interleave(
             {"forward": lambda m=m, x=x: m.reference_logits(x), "threshold": threshold_move, "kernel": kernel_move},
             config.repeats(size * size) + 1,
+            budget=config.budget,
         )
         drawn = (
             len(prepared.analyze(threshold=NEW_THRESHOLD).classes),

@@ -31,10 +31,13 @@ class Goal:
     result: str
     met: bool | None
     why: str = ""
+    informative: bool = False  # a number to report, not a target to meet
 
     @property
     def verdict(self) -> str:
-        return {True: "met", False: "MISSED", None: "not measured"}[self.met]
+        if self.met is None:
+            return "not measured"
+        return "reported" if self.informative else "met" if self.met else "MISSED"
 
 
 @dataclass(frozen=True)

@@ -47,14 +47,19 @@ class Samples:
         return 1000.0 * statistics.median(values) if values else float("nan")
 
 
-def interleave(cases: Mapping[str, Case], repeats: int, warmup: int = 1) -> dict[str, Samples]:
+def interleave(
+    cases: Mapping[str, Case], repeats: int, warmup: int = 1, budget: float | None = None, least: int = 2
+) -> dict[str, Samples]:
     """Time several cases in interleaved rounds.
 
     Args:
         cases: name -> a callable with no arguments (its return value is kept alive until the case is timed, so
             freeing it is not charged to the next case; a mapping of floats is taken as stage times).
-        repeats: timed rounds; each runs every case once.
+        repeats: timed rounds (at most); each runs every case once.
         warmup: untimed rounds first (allocator, oneDNN primitive caches, lazy imports).
+        budget: seconds of timed rounds after which no new round starts once ``least`` rounds are done (slow cases
+            get fewer rounds, fast ones all ``repeats``); None for no limit.
+        least: the fewest timed rounds when a budget applies.
 
     Returns:
         name -> ``Samples``, in the order of ``cases``.
@@ -72,7 +77,10 @@ def interleave(cases: Mapping[str, Case], repeats: int, warmup: int = 1) -> dict
             cases[name]()
     seconds: dict[str, list[float]] = {name: [] for name in names}
     stages: dict[str, list[Mapping[str, float]]] = {name: [] for name in names}
+    began = time.perf_counter()
     for round_ in range(repeats):
+        if budget is not None and round_ >= least and time.perf_counter() - began > budget:
+            break
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             gc.collect()

@@ -49,40 +49,62 @@ def upsample(heat: np.ndarray, extent: tuple[float, float, float, float], size: 
 def _sample(heat: np.ndarray, extent: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
     # ``upsample`` before its clip to 0..1 (bicubic overshoots a little near steep edges).
     width, height = size
+    out = np.zeros((height, width), dtype=np.float32)
+    found = _sample_region(heat, extent, size)
+    if found is not None:
+        block, (top, bottom, left, right) = found
+        out[top:bottom, left:right] = block
+    return out
+
+
+Region = tuple[int, int, int, int]  # top, bottom, left, right (exclusive) in output pixels
+
+
+def _sample_region(
+    heat: np.ndarray, extent: tuple[float, float, float, float], size: tuple[int, int]
+) -> tuple[np.ndarray, Region] | None:
+    """``_sample`` over the smallest box of pixels that can be non-zero (float32 values and the box), or None.
+
+    Map the image's pixel centres into map coordinates and sample there, so any extent (also one that is not a whole
+    number of pixels) lines up exactly; pixels outside the extent are 0. The interpolation is Pillow's bicubic, as
+    ``Image.transform(size, AFFINE, (sx, 0, -x0 * sx, 0, sy, -y0 * sy), BICUBIC)`` on the map as an "F" image
+    computes it (Geometry.c), bit for bit, but separably: each output column's horizontal taps once per map row,
+    then each run of output rows that share their 4 vertical taps as one block. That is ~5x faster than Pillow's
+    per-pixel loop, and leaves out the rows and columns whose taps are all 0 (most of a class map is other classes').
+    """
+    width, height = size
     x0, y0, x1, y1 = extent
     rows, cols = heat.shape
-    # Map the image's pixel centres into map coordinates and sample there, so any extent (also one that is not a
-    # whole number of pixels) lines up exactly. The interpolation is Pillow's bicubic, as
-    # ``Image.transform(size, AFFINE, (sx, 0, -x0 * sx, 0, sy, -y0 * sy), BICUBIC)`` on the map as an "F" image
-    # computes it (Geometry.c), bit for bit, but separably: each output column's horizontal taps once per map row,
-    # then each run of output rows that share their 4 vertical taps as one block. That is ~5x faster than Pillow's
-    # per-pixel loop, and skips the rows and columns whose taps are all 0 (most of a class map is other classes').
     sx, sy = cols / (x1 - x0), rows / (y1 - y0)
-    out = np.zeros((height, width), dtype=np.float32)
     source = np.ascontiguousarray(heat, dtype=np.float32)
     nonzero = source != 0
     first_x, dx, valid_x = _taps(sx, -x0 * sx, width, cols)
     taps_x = np.clip(first_x[:, None] + np.arange(4), 0, cols - 1)
     touched = valid_x & nonzero.any(axis=0)[taps_x].any(axis=1)  # elsewhere every tap is 0, and so is the result
-    if touched.any():
-        xa, xb = np.flatnonzero(touched)[[0, -1]] + (0, 1)
-        v = source[:, taps_x[xa:xb]]  # rows x columns x 4 taps
-        across = _cubic(v[..., 0], v[..., 1], v[..., 2], v[..., 3], dx[xa:xb])  # rows x columns, float64
-        first_y, dy, valid_y = _taps(sy, -y0 * sy, height, rows)
-        live = nonzero.any(axis=1)
-        shown = np.flatnonzero(valid_y)  # a contiguous run: the mapping is monotonic
-        if shown.size:
-            firsts, starts = np.unique(first_y[shown], return_index=True)
-            stops = np.append(starts[1:], shown.size)
-            for first, ya, yb in zip(firsts, starts + shown[0], stops + shown[0], strict=True):
-                r = np.clip(first + np.arange(4), 0, rows - 1)  # Pillow's edge rule (clamp), in its own form
-                if live[r].any():
-                    out[ya:yb, xa:xb] = _cubic(across[r[0]], across[r[1]], across[r[2]], across[r[3]], dy[ya:yb, None])
-    xs = np.arange(width) + 0.5
-    ys = np.arange(height) + 0.5
-    out[:, (xs < x0) | (xs > x1)] = 0.0
-    out[(ys < y0) | (ys > y1), :] = 0.0
-    return out
+    first_y, dy, valid_y = _taps(sy, -y0 * sy, height, rows)
+    shown = np.flatnonzero(valid_y)  # a contiguous run: the mapping is monotonic
+    if not touched.any() or not shown.size:
+        return None
+    left, right = (int(v) for v in np.flatnonzero(touched)[[0, -1]] + (0, 1))
+    firsts, starts = np.unique(first_y[shown], return_index=True)
+    stops = np.append(starts[1:], shown.size)
+    tap_rows = np.clip(firsts[:, None] + np.arange(4), 0, rows - 1)  # Pillow's edge rule (clamp), in its own form
+    live = nonzero.any(axis=1)[tap_rows].any(axis=1)
+    # each run of output rows that share their 4 tap rows, one of them non-zero: (tap rows, top, bottom)
+    runs = [(tap_rows[i], int(starts[i] + shown[0]), int(stops[i] + shown[0])) for i in np.flatnonzero(live)]
+    if not runs:
+        return None
+    v = source[:, taps_x[left:right]]  # rows x columns x 4 taps
+    across = _cubic(v[..., 0], v[..., 1], v[..., 2], v[..., 3], dx[left:right])  # rows x columns, float64
+    top, bottom = runs[0][1], runs[-1][2]
+    block = np.zeros((bottom - top, right - left), dtype=np.float32)
+    for r, a, b in runs:
+        _cubic_down(across[r[0]], across[r[1]], across[r[2]], across[r[3]], dy[a:b, None], block[a - top : b - top])
+    xs = np.arange(left, right) + 0.5
+    ys = np.arange(top, bottom) + 0.5
+    block[:, (xs < x0) | (xs > x1)] = 0.0
+    block[(ys < y0) | (ys > y1), :] = 0.0
+    return block, (top, bottom, left, right)
 
 
 def _taps(scale: float, offset: float, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,6 +114,23 @@ def _taps(scale: float, offset: float, n_out: int, n_in: int) -> tuple[np.ndarra
     shifted = position - 0.5
     base = np.floor(shifted)
     return base.astype(np.int64) - 1, shifted - base, inside
+
+
+def _cubic_down(v1: np.ndarray, v2: np.ndarray, v3: np.ndarray, v4: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:
+    """``_cubic`` for a run of output rows (``d``: rows x 1) written into float32 ``out``, with no temporaries.
+
+    The same operations as ``_cubic`` (addition and multiplication commute exactly), in place; the last sum is
+    rounded to float32 as it is stored, as Pillow stores its double result.
+    """
+    p2 = -v1 + v3
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    t = d * p4
+    t += p3
+    t *= d
+    t += p2
+    t *= d
+    np.add(t, v2, out=out)
 
 
 def _cubic(v1: np.ndarray, v2: np.ndarray, v3: np.ndarray, v4: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -117,35 +156,56 @@ class _Blender:
 
     Equal, bit for bit, to ``rint(photo * (1 - alpha) + hot(upsample(heat))[..., :3] * 255 * alpha)`` in float32:
     a value v in 0..1 takes the colormap's row min(floor(v * 256), 255), as matplotlib picks it, and each of the
-    3 x 256 x 256 (colour row, photo value) pairs is blended and rounded once, into a table. Per pixel that leaves
-    one look-up per channel, done in strips of rows, instead of an 8-byte RGBA colormap copy and float32 copies of
-    the photo: at 8000 x 6000, ~0.35 GB at a time instead of ~2.5 GB.
+    3 x 256 x 256 (colour row, photo value) pairs is blended and rounded once, into a table. Where the map is 0 (most
+    of a class map) every overlay of the photo is the same picture, the photo under colormap row 0: it is drawn once
+    and copied, and only the box of pixels that can be non-zero is looked up, in strips of rows. That replaces an
+    8-byte RGBA colormap copy and float32 copies of the photo per overlay (~2.5 GB at 8000 x 6000).
     """
 
     STRIP = 256  # rows per look-up strip: a few MB of temporaries even at 8000 px wide
+    KEEP = 16_000_000  # photos up to this many pixels are kept as an array; larger ones are read strip by strip
 
     def __init__(self, image: Image.Image, alpha: float) -> None:
         self.image = image if image.mode == "RGB" else image.convert("RGB")
+        width, height = self.image.size
+        self.photo = np.asarray(self.image) if width * height <= self.KEEP else None
         share = np.arange(256, dtype=np.float32) * (1.0 - alpha)  # the photo's term for each value, float32
         colors = _HOT_RGB * alpha  # the colormap's term for each row (256 x 3), float32
         # tables[c, row * 256 + value]: channel c of the blended, rounded pixel
         self.tables = np.rint(colors.T[:, :, None] + share).astype(np.uint8).reshape(3, -1)
+        self._zero: Image.Image | None = None  # the photo under colormap row 0: an overlay where the map is 0
+
+    def _look_up(self, region: Region, rows: np.ndarray | None) -> np.ndarray:
+        """The blend of the photo in ``region`` with colormap rows ``rows`` (None: row 0), strip by strip."""
+        top, bottom, left, right = region
+        out = np.empty((bottom - top, right - left, 3), dtype=np.uint8)
+        for a in range(top, bottom, self.STRIP):
+            b = min(a + self.STRIP, bottom)
+            if self.photo is not None:
+                photo = self.photo[a:b, left:right]
+            else:
+                photo = np.asarray(self.image.crop((left, a, right, b)))
+            keys = np.zeros(photo.shape[:2], dtype=np.uint16) if rows is None else rows[a - top : b - top] << 8
+            for channel in range(3):
+                out[a - top : b - top, :, channel] = self.tables[channel].take(keys | photo[..., channel], mode="clip")
+        return out
 
     def blend(self, heat: np.ndarray, extent: tuple[float, float, float, float]) -> Image.Image:
         width, height = self.image.size
-        values = _sample(heat, extent, self.image.size)
-        values *= _HOT.N  # matplotlib's scaling, in float32; clipping to 0..255 after it = clipping v to 0..1 before
-        np.clip(values, 0.0, _HOT.N - 1, out=values)
-        out = np.empty((height, width, 3), dtype=np.uint8)
-        for top in range(0, height, self.STRIP):
-            bottom = min(top + self.STRIP, height)
-            keys = values[top:bottom].astype(np.uint16)  # the colormap row (floor), then row * 256 + photo value
-            keys <<= 8
-            photo = np.asarray(self.image.crop((0, top, width, bottom)))
-            for channel in range(3):
-                out[top:bottom, :, channel] = self.tables[channel].take(keys | photo[..., channel], mode="clip")
-        del values
-        return Image.fromarray(out, "RGB")
+        found = _sample_region(heat, extent, self.image.size)
+        if found is not None:
+            values, region = found
+            values *= _HOT.N  # matplotlib's scaling, float32; clipping to 0..255 after it = clipping v to 0..1 before
+            np.clip(values, 0.0, _HOT.N - 1, out=values)
+            picture = Image.fromarray(self._look_up(region, values.astype(np.uint16)), "RGB")  # row: floor
+            if region == (0, height, 0, width):
+                return picture
+        if self._zero is None:
+            self._zero = Image.fromarray(self._look_up((0, height, 0, width), None), "RGB")
+        out = self._zero.copy()
+        if found is not None:
+            out.paste(picture, (region[2], region[0]))
+        return out
 
 
 def overlays(analysis: Analysis, image: Image.Image, limit: int | None = None) -> list[Overlay]:
