@@ -48,7 +48,7 @@ def _upsampled(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def fc_name(m: core.ClassMapModel) -> str:
     """Module path of the classifier's Linear (the layer CAM takes its weights from)."""
-    linear = next(module for module in m._head if isinstance(module, nn.Linear))
+    linear = next(module for module in m.head_modules if isinstance(module, nn.Linear))
     return next(name for name, module in m.network.named_modules() if module is linear)
 
 
@@ -78,8 +78,8 @@ def _time(m: core.ClassMapModel, image: Image.Image, size: int, repeats: int, bu
     x = m.preprocess(image)
     with torch.inference_mode():
         top5 = m.reference_logits(x)[0].topk(5).indices.tolist()
-    layer = m.network.get_submodule(m.backbone.features)
-    extractor = CAM(m.network, target_layer=m.backbone.features, fc_layer=fc_name(m), input_shape=(3, size, size))
+    layer = m.network.get_submodule(m.features_layer)
+    extractor = CAM(m.network, target_layer=m.features_layer, fc_layer=fc_name(m), input_shape=(3, size, size))
     try:
         with GradCAM(model=m.network, target_layers=[layer]) as cam:
             cases: dict[str, Callable[[], object]] = {

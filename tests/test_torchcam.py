@@ -30,7 +30,7 @@ def photo(examples) -> Image.Image:
 
 
 def _fc(model: core.ClassMapModel) -> tuple[str, nn.Linear]:
-    linear = next(m for m in model._head if isinstance(m, nn.Linear))
+    linear = next(m for m in model.head_modules if isinstance(m, nn.Linear))
     return next(name for name, m in model.network.named_modules() if m is linear), linear
 
 
@@ -39,9 +39,9 @@ def test_kernel_size_1_logit_map_equals_torchcam_cam(lite0: core.ClassMapModel, 
     fc_name, linear = _fc(lite0)
     ours = lite0.logit_map(x, 1)[0]  # 1000 x h x w, float64
     assert ours.dtype == torch.float64 and ours.shape[-2:] == (7, 10)
-    with CAM(lite0.network, target_layer=lite0.backbone.features, fc_layer=fc_name) as extractor:
+    with CAM(lite0.network, target_layer=lite0.features_layer, fc_layer=fc_name) as extractor:
         with torch.inference_mode():
-            scores = lite0.network(lite0._to_model(x))
+            scores = lite0.network(lite0.to_model_input(x))
         classes = [*scores[0].topk(CLASSES).indices.tolist(), int(scores[0].argmin())]
         for index in classes:
             raw = extractor(class_idx=index, normalized=False)[0][0]

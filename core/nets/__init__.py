@@ -1,1 +1,0 @@
-"""Backbone network definitions used by Class Map Explorer."""
