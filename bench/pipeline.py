@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -88,9 +87,14 @@ def _draw(analysis: core.Analysis, image: Image.Image) -> int:
     return len(pictures)
 
 
+def _settings(m: core.ClassMapModel, size: int) -> core.Settings:
+    """One scale at ``size`` px (a bare forward at the same size is the reference), the head at its defaults."""
+    return core.Settings(backbone=m.name, resolution=size, scales=1)
+
+
 def _full(m: core.ClassMapModel, image: Image.Image, size: int) -> dict[str, float]:
     t0 = time.perf_counter()
-    prepared = core.prepare(image, m, resolution=size)
+    prepared = core.prepare(image, _settings(m, size), model=m)
     t1 = time.perf_counter()
     analysis = prepared.analyze()
     t2 = time.perf_counter()
@@ -107,7 +111,7 @@ def run_e2e(config: Config) -> Section:
         for size in config.e2e_sizes:
             image = photo(size)
             x = m.preprocess(image)
-            analysis = core.analyze(image, m, resolution=size)
+            analysis = core.prepare(image, _settings(m, size), model=m).analyze()
             s = interleave(
                 {
                     "forward": lambda m=m, x=x: m.reference_logits(x),
@@ -181,8 +185,9 @@ def run_e2e(config: Config) -> Section:
 
 
 def _fresh(prepared: core.Prepared) -> core.Prepared:
-    """The same CNN output without the maps computed from it so far (as if this kernel size were new)."""
-    return dataclasses.replace(prepared)
+    """The same network output without the maps computed from it so far (as if this kernel size were new)."""
+    prepared.clear_maps()
+    return prepared
 
 
 def run_slider(config: Config) -> Section:
@@ -192,9 +197,9 @@ def run_slider(config: Config) -> Section:
         m = model(name)
         image = photo(size)
         x = m.preprocess(image)
-        prepared = core.prepare(image, m, resolution=size)
+        prepared = core.prepare(image, _settings(m, size), model=m)
         prepared.analyze()  # the page as first shown: the default kernel size's map is computed
-        shown = prepared.image
+        shown = prepared.picture
 
         def threshold_move(prepared: core.Prepared = prepared, shown: Image.Image = shown) -> int:
             return _draw(prepared.analyze(threshold=NEW_THRESHOLD), shown)

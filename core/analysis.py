@@ -1,209 +1,78 @@
 """From an image to classes, boxes and maps: the analysis, in two stages.
 
-1. ``prepare(image, backbone, resolution)`` runs the CNN once: resize for analysis, normalise, trunk features, and
-   the original classifier's image-level answer. The result (``Prepared``) keeps the features.
-2. ``Prepared.analyze(kernel_size, threshold, box_threshold)`` runs only the converted head and the bookkeeping:
-   per-location softmax -> winning class and its probability per cell -> classes above ``threshold`` -> boxes
-   (8-connected regions where a found class wins above ``box_threshold``) in original image pixels.
+1. ``prepare(image, settings)`` runs the network: the image is resized to each analysis size (one per scale),
+   normalised, and run through the trunk; the features of every scale are kept, with the original classifier's
+   image-level answer. Only ``Settings.network_key`` (backbone, resolution, scales) matters here.
+2. ``Prepared.analyze(settings)`` runs only the converted head and the bookkeeping, on the kept features: per-cell
+   softmax -> (group sums) -> the scales' maps fused on one grid -> the winner and its probability per cell ->
+   classes above ``threshold`` -> boxes (``core.postprocess``). A slider move in the app is stage 2 only.
 
-``analyze(...)`` is both stages at once. A slider move in the app is stage 2 only.
+``analyze(...)`` is both stages at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
-from scipy import ndimage
 
-from core.images import LoadedImage, load_image
-from core.model import ClassMapModel, Padding, _check_kernel, load_backbone
-from core.registry import DEFAULT_BACKBONE, get_backbone
+from core.cache import get_model
+from core.hierarchy import Vocabulary, vocabulary
+from core.images import load_image
+from core.model import ClassMapModel
+from core.postprocess import find_boxes, find_classes, scale_checked
+from core.results import Analysis, TopClass, json_fields, readonly
+from core.settings import MIN_RESOLUTION, Settings
 
 __all__ = [
-    "BEST_MEASURED",
     "CLASSIFIER_VIEW",
-    "DEFAULT_BOX_THRESHOLD",
-    "DEFAULT_KERNEL_SIZE",
-    "DEFAULT_RESOLUTION",
-    "DEFAULT_SCALE_CHECK",
-    "DEFAULT_THRESHOLD",
-    "KERNEL_SIZES",
-    "Analysis",
-    "Box",
-    "FoundClass",
+    "MAX_ANALYSIS_PIXELS",
+    "SCALE_STEP",
+    "CellEntry",
+    "FusedMap",
     "Prepared",
-    "TopClass",
+    "analysis_size",
     "analyze",
-    "check_settings",
-    "get_model",
+    "fused_probabilities",
     "prepare",
-    "scale_checked",
+    "pyramid",
+    "top5_of",
 ]
 
-KERNEL_SIZES = (1, 3, 5)
-# The defaults of the app, the CLI and the API: the seed's (and CONTRACT.md's) kernel 3 and threshold 0.85, with the
-# per-cell rule (no scale check), so that "classes" means exactly what CONTRACT.md says. QUALITY.md measured the
-# alternatives: kernel 1, threshold 0.7 and the scale check raise 2 x 2 recall from 0.66 to 0.78 at equal precision
-# on our eight photos; they are one argument away, and the app offers them as a preset.
-DEFAULT_KERNEL_SIZE = 3
-DEFAULT_THRESHOLD = 0.85
-DEFAULT_BOX_THRESHOLD = 0.5
-DEFAULT_SCALE_CHECK = False
-# The best setting QUALITY.md measured at the default backbone and resolution (the app's one-click preset).
-BEST_MEASURED = {"kernel_size": 1, "threshold": 0.7, "box_threshold": 0.5, "scale_check": True}
 # Side in pixels of the square view the classifiers were trained to pool over (ImageNet's 224 x 224 crop). The
-# scale check compares each found class with the map pooled over this window (see ``scale_checked``).
+# scale check compares each found class with the map pooled over this window (``core.postprocess.scale_checked``).
 CLASSIFIER_VIEW = 224
-# Short side the image is resized to for analysis. 320 px was the best fixed size in the map-quality evaluation
-# (QUALITY.md) over single photos, 2 x 2 and 3 x 3 scenes together: a photo-filling object stays near the 224-260 px
-# the networks were trained at, and a quarter of a 2 x 2 scene still spans 5 map cells.
-DEFAULT_RESOLUTION = 320
-MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096
+# Each scale of the pyramid is this much larger than the one before (OverFeat used steps of ~1.2-1.5): with three
+# scales from 320 px, an object that fills a half or a third of the photo is seen at ~224 px at one of them.
+SCALE_STEP = math.sqrt(2.0)
 # Most pixels the network is shown; a larger analysis size (native resolution of a huge photo, or an extreme
 # aspect ratio) is scaled down to this, with a notice. Bounds memory: ~2 GB peak for EfficientNet-Lite0.
 MAX_ANALYSIS_PIXELS = 4_194_304  # 2048 x 2048
-# Connectivity for regions: 8-connected (diagonal neighbours join), as MATLAB's regionprops in the seed.
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-@dataclass(frozen=True)
-class FoundClass:
-    """A class that wins some map cell with probability above the threshold."""
-
-    index: int
-    label: str
-    score: float  # highest probability among the cells it wins
-    area: float  # fraction of map cells it wins above the threshold
-
-
-@dataclass(frozen=True)
-class Box:
-    """A connected region of map cells won by one found class above the box threshold."""
-
-    index: int
-    label: str
-    score: float  # highest probability inside the region
-    box: tuple[int, int, int, int]  # x1, y1, x2, y2 in original image pixels, x2/y2 exclusive
-
-
-@dataclass(frozen=True)
-class TopClass:
-    index: int
-    label: str
-    probability: float
-
-
-def _readonly(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array)
-    array.setflags(write=False)
-    return array
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """One analysed image: the JSON of CONTRACT.md (``to_dict``) plus the maps the renderer needs.
-
-    ``max_prob`` and ``winner`` are the map (read-only arrays, ``map_size``); ``extent`` is the rectangle of the
-    original image (x0, y0, x1, y1, floats) that the map spans, so renderers align it under either padding.
-    """
-
-    source: str
-    image_size: tuple[int, int]  # height, width of the original image
-    backbone: str
-    kernel_size: int
-    padding: str
-    threshold: float
-    box_threshold: float
-    analysis_size: tuple[int, int]
-    map_size: tuple[int, int]
-    classes: tuple[FoundClass, ...]
-    boxes: tuple[Box, ...]
-    top5: tuple[TopClass, ...]
-    max_prob: np.ndarray = field(repr=False)
-    winner: np.ndarray = field(repr=False)
-    extent: tuple[float, float, float, float] = field(repr=False)
-    notices: tuple[str, ...] = ()
-    scale_check: bool = False
-
-    def class_map(self, index: int) -> np.ndarray:
-        """The seed's pseudo-CAM for one class: its probability where it wins, 0 elsewhere (map size, float32)."""
-        return np.where(self.winner == index, self.max_prob, 0.0).astype(np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object of CONTRACT.md for this image."""
-        height, width = self.image_size
-        out: dict[str, Any] = {
-            "image": {"source": self.source, "width": width, "height": height},
-            "backbone": self.backbone,
-            "kernel_size": self.kernel_size,
-            "padding": self.padding,
-            "threshold": self.threshold,
-            "box_threshold": self.box_threshold,
-            "scale_check": self.scale_check,
-            "analysis_size": list(self.analysis_size),
-            "map_size": list(self.map_size),
-            "classes": [vars(c).copy() for c in self.classes],
-            "boxes": [{**vars(b), "box": list(b.box)} for b in self.boxes],
-            "top5": [vars(t).copy() for t in self.top5],
-        }
-        if self.notices:
-            out["notices"] = list(self.notices)
-        return out
-
-
-# -------------------------------------------------------------------------------------------------------------
-# Models are loaded once per (backbone, weights) and shared; loading is serialised so two users asking for the
-# same backbone at once load it once.
-# -------------------------------------------------------------------------------------------------------------
-_MODEL_LOCK = threading.Lock()
-
-
-@functools.lru_cache(maxsize=int(os.environ.get("CLASSMAP_MODEL_CACHE", "3")))
-def _cached_model(name: str, weights: str | None) -> ClassMapModel:
-    return load_backbone(name, weights)
-
-
-def get_model(name: str = DEFAULT_BACKBONE, weights: str | None = "default") -> ClassMapModel:
-    """A loaded backbone, cached (the three most recently used stay in memory)."""
-    get_backbone(name)  # unknown names fail here, with the list of choices, before any lock is taken
-    with _MODEL_LOCK:
-        return _cached_model(name, weights)
-
-
-def analysis_size(
-    width: int, height: int, resolution: int | str = DEFAULT_RESOLUTION
-) -> tuple[tuple[int, int], list[str]]:
+def analysis_size(width: int, height: int, resolution: int | str) -> tuple[tuple[int, int], list[str]]:
     """The (height, width) the network sees for an image, and notices for any change beyond the resolution rule.
 
-    ``resolution`` is the short side in pixels (32..4096) or "native" (the seed's way: the image as it is).
-    The result is at most ``MAX_ANALYSIS_PIXELS`` and at least 32 px on the short side.
+    Args:
+        width, height: the original image's size.
+        resolution: the short side in pixels, or "native" (the image as it is); validated by ``Settings``.
+
+    Returns:
+        The size, at most ``MAX_ANALYSIS_PIXELS`` and at least 32 px on the short side, and notices.
 
     Raises:
-        ValueError: a resolution that is neither "native" nor an integer in 32..4096.
+        ValueError: an aspect ratio too extreme to fit both limits.
     """
     notices = []
-    if resolution == "native":
-        scale = 1.0
-    else:
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-            raise ValueError(
-                f"resolution must be an integer short side ({MIN_RESOLUTION}..{MAX_RESOLUTION}) or 'native', "
-                f"got {resolution!r}"
-            )
-        if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-            raise ValueError(
-                f"resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION} pixels (short side) or "
-                f"'native', got {resolution}"
-            )
-        scale = resolution / min(width, height)
+    scale = 1.0 if resolution == "native" else resolution / min(width, height)
     if min(width, height) * scale < MIN_RESOLUTION:
         scale = MIN_RESOLUTION / min(width, height)
         notices.append(f"the image is smaller than {MIN_RESOLUTION} px: it was enlarged for analysis")
@@ -224,258 +93,449 @@ def analysis_size(
     return size, notices
 
 
+def pyramid(width: int, height: int, settings: Settings) -> tuple[tuple[tuple[int, int], ...], list[str]]:
+    """The analysis sizes of every scale, smallest first, and notices (sizes that hit a limit are merged).
+
+    Scale i has the short side ``resolution * SCALE_STEP ** i`` ("native": the image's own short side, then larger).
+    """
+    base = min(width, height) if settings.resolution == "native" else settings.resolution
+    sizes: list[tuple[int, int]] = []
+    notices: list[str] = []
+    for level in range(settings.scales):
+        resolution = "native" if level == 0 and settings.resolution == "native" else round(base * SCALE_STEP**level)
+        size, notes = analysis_size(width, height, resolution)
+        notices += [n for n in notes if n not in notices]
+        if size not in sizes:
+            sizes.append(size)
+    if len(sizes) < settings.scales:
+        notices.append(f"{settings.scales} scales were asked for; the size limit leaves {len(sizes)}")
+    return tuple(sizes), notices
+
+
+@dataclass(frozen=True)
+class CellEntry:
+    """One class (or group) of the probability distribution in one map cell (what the probe shows)."""
+
+    index: int | None
+    label: str
+    probability: float
+    members: tuple[int, ...]
+    wnid: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values."""
+        return json_fields(self)
+
+
+class FusedMap:
+    """The probability map of one (kernel size, padding, granularity), the scales fused.
+
+    Attributes:
+        max_prob: rows x cols, read-only: the winning channel's probability.
+        winner: rows x cols, read-only: the winning channel.
+        vocabulary: what the channels stand for.
+    """
+
+    def __init__(self, fused: torch.Tensor, vocabulary: Vocabulary) -> None:
+        # One transfer brings back the small per-cell maps; every channel's map stays where it was computed until
+        # someone asks for it (the probe).
+        max_prob, winner = fused.max(dim=0)
+        self.max_prob = readonly(max_prob.float().cpu().numpy())
+        self.winner = readonly(winner.cpu().numpy().astype(np.int64))
+        self.vocabulary = vocabulary
+        self._fused = fused
+
+    @functools.cached_property
+    def probabilities(self) -> np.ndarray:
+        """Channels x rows x cols, float32, read-only: every channel's probability in every cell."""
+        return readonly(self._fused.float().cpu().numpy())
+
+
+def fused_probabilities(
+    model: ClassMapModel, features: tuple[torch.Tensor, ...], kernel_size: int, padding: str, vocab: Vocabulary
+) -> torch.Tensor:
+    """The per-cell distribution over ``vocab``, every scale's map averaged on the finest grid: N x V x rows x cols.
+
+    Args:
+        model: the network whose head to run.
+        features: the trunk's output at each scale, smallest first (N x C x h x w each).
+        kernel_size, padding: the head's window.
+        vocab: classes or groups (a group's probability is the sum of its members').
+
+    Returns:
+        The fused probabilities, on the features' device.
+    """
+
+    def probs_of(x: torch.Tensor) -> torch.Tensor:
+        probs = model.head(x, kernel_size, padding).softmax(dim=1)  # N x 1000 x h x w
+        if vocab.granularity == "group":  # P(group) = sum of its members' P: the classes are disjoint
+            index = torch.tensor(vocab.of_class, device=probs.device)
+            probs = probs.new_zeros((probs.shape[0], len(vocab), *probs.shape[2:])).index_add_(1, index, probs)
+        return probs
+
+    fused = probs_of(features[-1])
+    if len(features) > 1:  # OverFeat's multi-scale dense evaluation: the maps averaged on the finest grid
+        for x in features[:-1]:
+            fused = fused + F.interpolate(probs_of(x), size=fused.shape[-2:], mode="bilinear", align_corners=False)
+        fused = fused / len(features)
+    return fused
+
+
 @dataclass(frozen=True)
 class Prepared:
-    """An image after the CNN: trunk features and the classifier's image-level answer, ready for any settings."""
+    """An image after the network: the features of every scale, ready for any head settings.
+
+    Attributes:
+        model: the network that made the features.
+        settings: the settings it was prepared with (their ``network_key`` is fixed; the rest is a default).
+        source: the image's name.
+        image_size: (height, width) of the original image.
+        picture: the photo to draw on: the original, or a copy reduced to ``prepare``'s ``picture_side``; None when
+            not kept (``analyze_many`` keeps none unless asked).
+        scales: the (height, width) of every analysis size, smallest first.
+        features: the trunk's output at each scale (N=1 x C x h x w), on the model's device.
+        top5: the unmodified classifier's answer at the largest scale.
+        notices: what was done to the image on the way in.
+    """
 
     model: ClassMapModel
-    loaded: LoadedImage
-    analysis_size: tuple[int, int]
-    features: torch.Tensor = field(repr=False)
+    settings: Settings
+    source: str
+    image_size: tuple[int, int]
+    picture: Image.Image | None = field(repr=False)
+    scales: tuple[tuple[int, int], ...]
+    features: tuple[torch.Tensor, ...] = field(repr=False)
     top5: tuple[TopClass, ...]
     notices: tuple[str, ...] = ()
-    # (kernel_size, padding) -> (max_prob, winner): a threshold change reuses the head's map instead of re-running it.
-    _maps: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    # (kernel size, padding, granularity) -> the fused map: a threshold change reuses it instead of re-running heads.
+    _maps: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
-    def image(self) -> Image.Image:
-        return self.loaded.image
+    def analysis_size(self) -> tuple[int, int]:
+        """The largest size the network saw."""
+        return self.scales[-1]
 
-    def winning_map(self, kernel_size: int, padding: Padding = "same") -> tuple[np.ndarray, np.ndarray]:
-        """The winning class and its probability per map cell (read-only arrays), computed once per setting."""
-        key = (kernel_size, padding)
-        if key not in self._maps:
-            probs = self.model.head(self.features, kernel_size, padding).softmax(dim=1)[0]  # 1000 x h x w
-            max_prob, winner = probs.max(dim=0)
-            self._maps[key] = (
-                _readonly(max_prob.float().cpu().numpy()),
-                _readonly(winner.cpu().numpy().astype(np.int64)),
-            )
-        return self._maps[key]
-
-    def view_cells(self) -> int:
-        """The classifier's training view (``CLASSIFIER_VIEW`` px) in feature cells at this analysis size, odd."""
-        stride = self.analysis_size[0] / self.features.shape[-2]
-        cells = max(1, round(CLASSIFIER_VIEW / stride) - self.model.backbone.pool_grid + 1)
-        return cells if cells % 2 else cells + 1
-
-    def analyze(
-        self,
-        kernel_size: int = DEFAULT_KERNEL_SIZE,
-        threshold: float = DEFAULT_THRESHOLD,
-        box_threshold: float = DEFAULT_BOX_THRESHOLD,
-        padding: Padding = "same",
-        scale_check: bool = DEFAULT_SCALE_CHECK,
-    ) -> Analysis:
-        """Classes, boxes and maps for these settings, from the cached features (the CNN does not run again).
-
-        With ``scale_check`` a found class is kept only where the classifier, pooling over its own training view
-        (``CLASSIFIER_VIEW`` pixels), also picks it (``scale_checked``); False is the seed's rule.
+    def first_scales(self, count: int) -> Prepared:
+        """The same image with only its ``count`` smallest scales: what ``prepare`` with ``scales=count`` would give
+        (whenever the pyramid had room for them), without running the network again. Maps are not shared.
 
         Raises:
-            ValueError: a kernel size not in (1, 3, 5), a threshold outside [0, 1], an unknown padding, or a
-                "valid" kernel larger than the feature map.
+            ValueError: ``count`` not in 1..len(scales).
         """
-        kernel_size, threshold, box_threshold = check_settings(kernel_size, threshold, box_threshold, padding)
-
-        max_prob, winner = self.winning_map(kernel_size, padding)
-        classes = find_classes(max_prob, winner, threshold, self.model.categories)
-        if scale_check:
-            view = self.view_cells()
-            if view > kernel_size:
-                _, view_winner = self.winning_map(view, "same")
-                if padding == "valid":  # the "valid" map starts (k - 1 + P - 1) / 2 cells in: align the view's map
-                    inset = (kernel_size - 1 + self.model.backbone.pool_grid - 1) // 2
-                    view_winner = view_winner[inset : inset + winner.shape[0], inset : inset + winner.shape[1]]
-                classes = scale_checked(classes, max_prob, winner, view_winner, box_threshold)
-        extent = self._map_extent(max_prob.shape, kernel_size, padding)
-        boxes = find_boxes(
-            max_prob,
-            winner,
-            [c.index for c in classes],
-            box_threshold,
-            extent,
-            self.image.size,
-            self.model.categories,
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(self.scales):
+            raise ValueError(f"count must be an integer from 1 to {len(self.scales)}, got {count!r}")
+        return dataclasses.replace(
+            self,
+            settings=self.settings.replace(scales=count),
+            scales=self.scales[:count],
+            features=self.features[:count],
+            top5=top5_of(self.model, self.features[count - 1])[0],
         )
-        width, height = self.image.size
+
+    def clear_maps(self) -> None:
+        """Forget the maps computed so far (the next ``analyze`` runs the head again; benchmarks of a first move)."""
+        with self._lock:
+            self._maps.clear()
+
+    def feature_bytes(self) -> int:
+        """Memory held by the features (what a cache of prepared images should count)."""
+        return sum(f.numel() * f.element_size() for f in self.features)
+
+    # -------------------------------------------------------------------------------------------------------------
+    def maps(self, settings: Settings | None = None) -> FusedMap:
+        """The fused probability map for these settings' head (kept: the next call with them is free).
+
+        Raises:
+            ValueError: settings for another backbone, resolution or number of scales.
+        """
+        settings = self._settings(settings, {})
+        return self._fused(settings.kernel_size, settings.padding, settings.granularity)
+
+    def _fused(self, kernel_size: int, padding: str, granularity: str) -> FusedMap:
+        key = (kernel_size, padding, granularity)
+        with self._lock:
+            if key not in self._maps:
+                vocab = vocabulary(granularity, tuple(self.model.categories))
+                with torch.inference_mode():
+                    fused = fused_probabilities(self.model, self.features, kernel_size, padding, vocab)
+                self._maps[key] = FusedMap(fused[0], vocab)
+            return self._maps[key]
+
+    def classifier_top5(self) -> tuple[TopClass, ...]:
+        """What the unmodified classifier answers for the whole photo at its own input size.
+
+        The whole kept picture resized to the classifier's input, ``CLASSIFIER_VIEW`` x ``CLASSIFIER_VIEW`` (224 x 224:
+        nothing cropped, the aspect ratio not kept), through the unchanged network: the answer a viewer can compare
+        with any classification demo. On the six examples it is the sharpest of the three usual views (short side
+        224: a 3:1 photo averages a cat and a cup into 7% / 4%; centre crop: half the photo unseen). ``top5`` is the
+        same classifier pooled over the (larger) analysis size, where many cells average into a flatter answer. One
+        small forward pass, the first time.
+
+        Raises:
+            ValueError: no picture was kept (``analyze_many`` without ``keep_pictures``).
+        """
+        if self.picture is None:
+            raise ValueError("no picture was kept for this image, so the classifier cannot see it whole")
+        with self._lock:
+            if ("classifier",) not in self._maps:
+                size = (CLASSIFIER_VIEW, CLASSIFIER_VIEW)
+                shown = self.picture.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+                logits = self.model.reference_logits(self.model.preprocess(shown))
+                values, indices = logits.softmax(dim=1)[0].topk(5)
+                self._maps[("classifier",)] = tuple(
+                    TopClass(int(i), self.model.categories[int(i)], float(v))
+                    for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+                )
+            return self._maps[("classifier",)]
+
+    def keep_maps(self, settings: Settings, maps: FusedMap) -> None:
+        """Keep maps computed elsewhere for these settings' head (a batch computes them for all its images at once)."""
+        with self._lock:
+            self._maps[(settings.kernel_size, settings.padding, settings.granularity)] = maps
+
+    def _view_winner(self, settings: Settings, grid: tuple[int, int]) -> np.ndarray | None:
+        """The winner per cell when the head pools over the classifier's training view (None: not wider than k)."""
+        features = self.features[0]  # the smallest scale: where the view covers the most
+        stride = self.scales[0][0] / features.shape[-2]
+        view = max(1, round(CLASSIFIER_VIEW / stride) - self.model.backbone.pool_grid + 1)
+        view = view if view % 2 else view + 1
+        if view <= settings.kernel_size:
+            return None
+        winner = self._fused_view(view, settings.granularity)
+        if settings.padding == "valid":  # the "valid" map starts (k - 1 + P - 1) / 2 cells in: align the view's map
+            inset = (settings.kernel_size - 1 + self.model.backbone.pool_grid - 1) // 2
+            return winner[inset : inset + grid[0], inset : inset + grid[1]]
+        if winner.shape != grid:  # several scales: the view's map is the smallest scale's, on the fused grid
+            rows = (np.arange(grid[0]) * winner.shape[0]) // grid[0]
+            cols = (np.arange(grid[1]) * winner.shape[1]) // grid[1]
+            return winner[np.ix_(rows, cols)]
+        return winner
+
+    def _fused_view(self, view: int, granularity: str) -> np.ndarray:
+        # The view's map at the smallest scale only (a single-scale map, whatever the settings' scales).
+        key = ("view", view, granularity)
+        with self._lock:
+            if key not in self._maps:
+                vocab = vocabulary(granularity, tuple(self.model.categories))
+                with torch.inference_mode():
+                    probs = fused_probabilities(self.model, self.features[:1], view, "same", vocab)
+                self._maps[key] = FusedMap(probs[0], vocab)
+            return self._maps[key].winner
+
+    def _settings(self, settings: Settings | None, changes: dict[str, Any]) -> Settings:
+        settings = (settings or self.settings).replace(**changes) if changes else (settings or self.settings)
+        if settings.network_key != self.settings.network_key:
+            raise ValueError(
+                f"these features are for backbone {self.settings.backbone!r} at resolution "
+                f"{self.settings.resolution!r} with {self.settings.scales} scale(s); prepare the image again for "
+                f"{settings.backbone!r} at {settings.resolution!r} with {settings.scales}"
+            )
+        return settings
+
+    def _extent(self, map_shape: tuple[int, int], settings: Settings) -> tuple[float, float, float, float]:
+        # A map cell is a window of feature cells; a feature cell covers (image size / feature size) pixels.
+        # "same": the map is the feature grid. "valid": it is smaller by (k - 1) + (P - 1) cells and starts that
+        # many half-cells in from the edge.
+        fh, fw = self.features[-1].shape[-2:]
+        height, width = self.image_size
+        inset = 0.0
+        if settings.padding == "valid":
+            inset = (settings.kernel_size - 1 + self.model.backbone.pool_grid - 1) / 2
+        cell_h, cell_w = height / fh, width / fw
+        return (inset * cell_w, inset * cell_h, (inset + map_shape[1]) * cell_w, (inset + map_shape[0]) * cell_h)
+
+    # -------------------------------------------------------------------------------------------------------------
+    def analyze(self, settings: Settings | None = None, **changes: Any) -> Analysis:
+        """Classes, boxes and maps for these settings, from the kept features (the network does not run again).
+
+        Args:
+            settings: the settings (default: those it was prepared with); only their head part may differ.
+            **changes: single settings to change on top, e.g. ``threshold=0.6``.
+
+        Returns:
+            The analysis.
+
+        Raises:
+            ValueError: a setting that is not allowed, a change of backbone, resolution or scales (prepare again),
+                or a "valid" kernel larger than the feature map.
+        """
+        settings = self._settings(settings, changes)
+        maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
+        max_prob, winner = maps.max_prob, maps.winner
+        classes = find_classes(max_prob, winner, settings.threshold, maps.vocabulary)
+        if settings.scale_check:
+            view_winner = self._view_winner(settings, winner.shape)
+            if view_winner is not None:
+                classes = scale_checked(classes, max_prob, winner, view_winner, settings.box_threshold)
+        extent = self._extent(max_prob.shape, settings)
+        height, width = self.image_size
+        boxes = find_boxes(max_prob, winner, classes, settings.box_threshold, extent, (width, height))
         return Analysis(
-            source=self.loaded.source,
-            image_size=(height, width),
-            backbone=self.model.name,
-            kernel_size=kernel_size,
-            padding=padding,
-            threshold=threshold,
-            box_threshold=box_threshold,
+            source=self.source,
+            image_size=self.image_size,
+            settings=settings,
             analysis_size=self.analysis_size,
+            scales=self.scales,
             map_size=(int(max_prob.shape[0]), int(max_prob.shape[1])),
             classes=tuple(classes),
             boxes=tuple(boxes),
             top5=self.top5,
-            max_prob=_readonly(max_prob),
-            winner=_readonly(winner),
+            max_prob=max_prob,
+            winner=winner,
             extent=extent,
+            vocabulary=maps.vocabulary,
             notices=self.notices,
-            scale_check=bool(scale_check),
         )
 
-    def _map_extent(self, map_shape: tuple[int, int], kernel_size: int, padding: str) -> tuple[float, ...]:
-        # A map cell is a window of feature cells; a feature cell covers (analysis size / feature size) pixels.
-        # "same": the map is the feature grid. "valid": it is smaller by (k - 1) + (P - 1) cells and starts that
-        # many half-cells in from the edge.
-        fh, fw = self.features.shape[-2:]
-        width, height = self.image.size
-        inset = 0.0 if padding == "same" else (kernel_size - 1 + self.model.backbone.pool_grid - 1) / 2
-        cell_h, cell_w = height / fh, width / fw
-        return (
-            inset * cell_w,
-            inset * cell_h,
-            (inset + map_shape[1]) * cell_w,
-            (inset + map_shape[0]) * cell_h,
+    def probe(self, x: float, y: float, settings: Settings | None = None, top: int = 5) -> tuple[CellEntry, ...]:
+        """The ``top`` classes (or groups) of the map cell under the point (x, y), in original image pixels.
+
+        Args:
+            x, y: a point of the original image.
+            settings: the head settings (default: those it was prepared with).
+            top: how many entries.
+
+        Returns:
+            The cell's most probable classes or groups, most probable first, from the kept maps (no network run).
+
+        Raises:
+            ValueError: a point outside the part of the image the map spans, or settings as for ``analyze``.
+        """
+        settings = self._settings(settings, {})
+        maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
+        rows, cols = maps.max_prob.shape
+        x0, y0, x1, y1 = self._extent((rows, cols), settings)
+        if not (x0 <= x < x1 and y0 <= y < y1):
+            raise ValueError(f"the point ({x:g}, {y:g}) is outside the part of the image the map covers")
+        row = min(rows - 1, int((y - y0) / (y1 - y0) * rows))
+        col = min(cols - 1, int((x - x0) / (x1 - x0) * cols))
+        cell = maps.probabilities[:, row, col]
+        order = np.argsort(-cell, kind="stable")[:top]
+        vocab = maps.vocabulary
+        return tuple(
+            CellEntry(vocab.index(int(c)), vocab.labels[c], float(cell[c]), vocab.members[c], vocab.wnids[c])
+            for c in order
         )
 
-
-def check_settings(
-    kernel_size: int, threshold: float, box_threshold: float, padding: str = "same"
-) -> tuple[int, float, float]:
-    """Validate the analysis settings; returns them normalised (int, float, float).
-
-    Raises:
-        ValueError: naming the setting and its allowed values.
-    """
-    if isinstance(kernel_size, bool) or kernel_size not in KERNEL_SIZES:
-        raise ValueError(f"kernel_size must be one of {', '.join(map(str, KERNEL_SIZES))}, got {kernel_size!r}")
-    _check_kernel(kernel_size, padding)
-    return (
-        int(kernel_size),
-        _check_probability("threshold", threshold),
-        _check_probability("box_threshold", box_threshold),
-    )
+    def cell_box(self, x: float, y: float, settings: Settings | None = None) -> tuple[float, float, float, float]:
+        """The rectangle (x0, y0, x1, y1, original pixels) of the map cell under (x, y), for marking it."""
+        settings = self._settings(settings, {})
+        maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
+        rows, cols = maps.max_prob.shape
+        x0, y0, x1, y1 = self._extent((rows, cols), settings)
+        cw, ch = (x1 - x0) / cols, (y1 - y0) / rows
+        col = min(cols - 1, max(0, int((x - x0) / cw)))
+        row = min(rows - 1, max(0, int((y - y0) / ch)))
+        return (x0 + col * cw, y0 + row * ch, x0 + (col + 1) * cw, y0 + (row + 1) * ch)
 
 
-def _check_probability(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # also false for NaN
-        raise ValueError(f"{name} must be between 0 and 1, got {value}")
-    return value
-
-
-def find_classes(max_prob: np.ndarray, winner: np.ndarray, threshold: float, categories: list[str]) -> list[FoundClass]:
-    """Every class that wins a cell with probability above ``threshold``, by score descending."""
-    above = max_prob > threshold
-    found = []
-    for index in np.unique(winner[above]):
-        cells = above & (winner == index)
-        found.append(FoundClass(int(index), categories[index], float(max_prob[cells].max()), float(cells.mean())))
-    return sorted(found, key=lambda c: (-c.score, c.index))
-
-
-def scale_checked(
-    classes: list[FoundClass],
-    max_prob: np.ndarray,
-    winner: np.ndarray,
-    view_winner: np.ndarray,
-    box_threshold: float,
-) -> list[FoundClass]:
-    """The found classes that the classifier also picks at its own scale, somewhere in their own regions.
-
-    A class is kept when, in at least one cell where it wins the fine map above ``box_threshold`` (its box
-    regions), it also wins ``view_winner``: the map pooled over the classifier's training view. A part that the
-    network names on its own (a motorbike's disc brake, a temple's bell cote) loses there to the whole object.
-    """
-    return [c for c in classes if ((winner == c.index) & (max_prob > box_threshold) & (view_winner == c.index)).any()]
-
-
-def find_boxes(
-    max_prob: np.ndarray,
-    winner: np.ndarray,
-    indices: list[int],
-    box_threshold: float,
-    extent: tuple[float, float, float, float],
-    image_size: tuple[int, int],
-    categories: list[str],
-) -> list[Box]:
-    """Boxes around 8-connected regions where each class in ``indices`` wins above ``box_threshold``.
-
-    Map cells are mapped to the original image through ``extent``; boxes are integer pixels, x2/y2 exclusive,
-    clipped to the image.
-    """
-    width, height = image_size
-    rows, cols = max_prob.shape
-    x0, y0, x1, y1 = extent
-    cell_w, cell_h = (x1 - x0) / cols, (y1 - y0) / rows
-    boxes = []
-    for index in indices:
-        mask = (winner == index) & (max_prob > box_threshold)
-        labels, _ = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-        for region, slices in enumerate(ndimage.find_objects(labels), start=1):
-            rs, cs = slices
-            score = float(max_prob[slices][labels[slices] == region].max())
-            box = (
-                max(0, math.floor(x0 + cs.start * cell_w)),
-                max(0, math.floor(y0 + rs.start * cell_h)),
-                min(width, math.ceil(x0 + cs.stop * cell_w)),
-                min(height, math.ceil(y0 + rs.stop * cell_h)),
-            )
-            boxes.append(Box(int(index), categories[index], score, box))
-    return sorted(boxes, key=lambda b: (-b.score, b.index, b.box))
+def top5_of(model: ClassMapModel, features: torch.Tensor) -> list[tuple[TopClass, ...]]:
+    """The unmodified classifier's five best classes for each image of a batch of trunk features (N x C x h x w)."""
+    values, indices = model.global_logits(features).softmax(dim=1).topk(5, dim=1)
+    return [
+        tuple(TopClass(int(i), model.categories[int(i)], float(v)) for v, i in zip(vs, js, strict=True))
+        for vs, js in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
 
 
 def prepare(
     image: Any,
-    backbone: str | ClassMapModel = DEFAULT_BACKBONE,
-    resolution: int | str = DEFAULT_RESOLUTION,
+    settings: Settings | None = None,
+    *,
+    model: ClassMapModel | None = None,
     source: str | None = None,
+    picture_side: int | None = None,
 ) -> Prepared:
-    """Run the CNN once on an image: everything ``Prepared.analyze`` needs for any kernel size or threshold.
+    """Run the network on an image: everything ``Prepared.analyze`` needs for any head settings.
 
     Args:
         image: a file path, bytes, PIL image or uint8 array.
-        backbone: a registry name, or a loaded ``ClassMapModel``.
-        resolution: analysis short side in pixels, or "native".
+        settings: the settings (default ``Settings()``); the backbone, resolution and scales are used here.
+        model: a loaded model to use instead of the cached one for ``settings.backbone``.
         source: the name to report for the image (defaults to the file name).
+        picture_side: keep the photo for drawing at most this many pixels on its long side (None: as it is).
+            The app keeps screen-sized pictures, so a session never holds a 48-megapixel photo.
+
+    Returns:
+        The prepared image.
 
     Raises:
         core.images.ImageError: the image cannot be read.
-        ValueError: unknown backbone or bad resolution.
+        ValueError: an aspect ratio too extreme to analyse.
         core.weights.WeightsError: the backbone's weights are missing.
     """
-    model = backbone if isinstance(backbone, ClassMapModel) else get_model(backbone)
+    settings = settings if settings is not None else Settings()
+    model = model if model is not None else get_model(settings.backbone)
     loaded = load_image(image, source)
     width, height = loaded.image.size
-    size, notices = analysis_size(width, height, resolution)
-    shown = (
-        loaded.image
-        if size == (height, width)
-        else loaded.image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    sizes, notices = pyramid(width, height, settings)
+    features = []
+    for size in sizes:
+        shown = (
+            loaded.image
+            if size == (height, width)
+            else loaded.image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        )
+        pixels = torch.from_numpy(np.array(shown, dtype=np.uint8, order="C"))[None]  # 1 x H x W x 3, as bytes
+        features.append(model.features(model.normalize(pixels)))
+    picture = loaded.image
+    if picture_side is not None and max(width, height) > picture_side:
+        scale = picture_side / max(width, height)
+        picture = picture.resize(
+            (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS
+        )
+    return Prepared(
+        model=model,
+        settings=settings.replace(backbone=model.name) if settings.backbone != model.name else settings,
+        source=loaded.source,
+        image_size=(height, width),
+        picture=picture,
+        scales=sizes,
+        features=tuple(features),
+        top5=top5_of(model, features[-1])[0],
+        notices=loaded.notices + tuple(notices),
     )
-    features = model.features(model.preprocess(shown))
-    probs = model.global_logits(features).softmax(dim=1)[0]
-    values, indices = probs.topk(5)
-    top5 = tuple(
-        TopClass(int(i), model.categories[int(i)], float(v))
-        for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-    )
-    return Prepared(model, loaded, size, features, top5, loaded.notices + tuple(notices))
 
 
 def analyze(
     image: Any,
-    backbone: str | ClassMapModel = DEFAULT_BACKBONE,
-    kernel_size: int = DEFAULT_KERNEL_SIZE,
-    threshold: float = DEFAULT_THRESHOLD,
-    box_threshold: float = DEFAULT_BOX_THRESHOLD,
-    resolution: int | str = DEFAULT_RESOLUTION,
-    padding: Padding = "same",
+    backbone: str | ClassMapModel | None = None,
+    kernel_size: int | None = None,
+    threshold: float | None = None,
+    box_threshold: float | None = None,
+    resolution: int | str | None = None,
+    *,
+    settings: Settings | None = None,
     source: str | None = None,
-    scale_check: bool = DEFAULT_SCALE_CHECK,
+    **changes: Any,
 ) -> Analysis:
-    """Analyse one image: the classes it shows, where, and the classifier's own top 5 (see CONTRACT.md)."""
-    check_settings(kernel_size, threshold, box_threshold, padding)  # fail before the CNN runs
-    return prepare(image, backbone, resolution, source).analyze(
-        kernel_size, threshold, box_threshold, padding, scale_check
-    )
+    """Analyse one image: the classes it shows, where, and the classifier's own top 5 (``docs/CONTRACT.md``).
+
+    Args:
+        image: a file path, bytes, PIL image or uint8 array.
+        backbone: a registry name, or a loaded ``ClassMapModel``.
+        kernel_size, threshold, box_threshold, resolution: single settings, on top of ``settings``.
+        settings: every setting at once (default ``Settings()``, the project's measured defaults).
+        source: the name to report for the image (defaults to the file name).
+        **changes: any other setting by name (``padding``, ``scale_check``, ``granularity``, ``scales``).
+
+    Returns:
+        The analysis.
+
+    Raises:
+        ValueError: a setting that is not allowed (checked before the network runs).
+        core.images.ImageError: the image cannot be read.
+        core.weights.WeightsError: the backbone's weights are missing.
+    """
+    model = backbone if isinstance(backbone, ClassMapModel) else None
+    named = {
+        "backbone": model.name if model is not None else backbone,
+        "kernel_size": kernel_size,
+        "threshold": threshold,
+        "box_threshold": box_threshold,
+        "resolution": resolution,
+        **changes,
+    }
+    settings = (settings or Settings()).replace(**{k: v for k, v in named.items() if v is not None})
+    return prepare(image, settings, model=model, source=source).analyze(settings)

@@ -52,9 +52,11 @@ __all__ = [
     "DEFAULT_MIN_MEMBERS",
     "MAX_GROUP_MEMBERS",
     "Grouping",
+    "Vocabulary",
     "class_wnids",
     "grouping",
     "subtree_classes",
+    "vocabulary",
     "wordnet_name",
 ]
 
@@ -287,3 +289,65 @@ def _grouping(min_members: int, max_members: int) -> Grouping:
         of_class[list(m)] = g
     of_class.setflags(write=False)
     return Grouping(min_members, max_members, tuple(labels), group_wnids, members, of_class)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# What a probability map's channels stand for
+# -------------------------------------------------------------------------------------------------------------
+GRANULARITIES = ("class", "group")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The channels of a probability map: the 1000 ImageNet classes (``"class"``) or groups of them (``"group"``).
+
+    Attributes:
+        granularity: "class" or "group".
+        labels: a readable name per channel.
+        wnids: each channel's WordNet 3.0 id.
+        members: each channel's ImageNet class indices (``(i,)`` for class i).
+        of_class: (1000,) int64, read-only: the channel each class's probability goes to.
+    """
+
+    granularity: str
+    labels: tuple[str, ...]
+    wnids: tuple[str, ...]
+    members: tuple[tuple[int, ...], ...]
+    of_class: np.ndarray = field(repr=False, compare=False)
+
+    def index(self, channel: int) -> int | None:
+        """The ImageNet class index of a channel; None for a group (a group has no single index)."""
+        return channel if self.granularity == "class" else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@functools.cache
+def vocabulary(granularity: str, categories: tuple[str, ...]) -> Vocabulary:
+    """The vocabulary of a map at ``granularity``, with ``categories`` as the 1000 classes' names.
+
+    Args:
+        granularity: "class" (each channel one ImageNet class) or "group" (``grouping()``'s groups).
+        categories: the 1000 class names in index order (a model's ``categories``).
+
+    Returns:
+        The vocabulary (cached: the same arguments give the same object).
+
+    Raises:
+        ValueError: an unknown granularity, or not 1000 categories.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if len(categories) != NUM_CLASSES:
+        raise ValueError(f"expected {NUM_CLASSES} ImageNet class names, got {len(categories)}")
+    if granularity == "class":
+        of_class = np.arange(NUM_CLASSES, dtype=np.int64)
+        of_class.setflags(write=False)
+        members = tuple((i,) for i in range(NUM_CLASSES))
+        return Vocabulary("class", tuple(categories), class_wnids(), members, of_class)
+    groups = grouping()
+    labels = tuple(
+        label if len(m) > 1 else categories[m[0]] for label, m in zip(groups.labels, groups.members, strict=True)
+    )
+    return Vocabulary("group", labels, groups.wnids, groups.members, groups.of_class)

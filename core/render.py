@@ -4,11 +4,13 @@
   the map spans, coloured with matplotlib's "hot" (the seed's colormap, on a fixed 0..1 scale so colours mean the
   same probability in every picture) and blended at alpha 0.5 over the photo.
 - ``box_view``: the photo with each box drawn and labelled in its class's colour.
+- ``class_map_layers``: the class map of everything: per class (or group) that wins some map cell above the box
+  threshold, the pixels of those cells, in its colour (the box view's colours for the found ones).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib import colormaps
@@ -16,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core.analysis import Analysis
 
-__all__ = ["Overlay", "box_view", "class_colors", "overlay", "overlays"]
+__all__ = ["ClassMapLayer", "Overlay", "box_view", "class_colors", "class_map_layers", "overlay", "overlays"]
 
 _HOT = colormaps["hot"]
 # The "hot" colormap's 256 colours as 0..255 float32 RGB: row i is what ``_HOT`` gives for values in [i, i+1) / 256.
@@ -26,9 +28,9 @@ _PALETTE = colormaps["tab10"]
 
 @dataclass(frozen=True)
 class Overlay:
-    """A pseudo-CAM picture of one found class, with its caption."""
+    """A pseudo-CAM picture of one found class or group (``channel`` of the analysis's map), with its caption."""
 
-    index: int
+    channel: int
     label: str
     score: float
     image: Image.Image
@@ -208,21 +210,40 @@ class _Blender:
         return out
 
 
+def _scale(analysis: Analysis, image: Image.Image) -> tuple[float, float]:
+    """How original image pixels map onto ``image`` (the photo as drawn, perhaps reduced for the screen)."""
+    height, width = analysis.image_size
+    return image.width / width, image.height / height
+
+
+def _on_picture(extent: tuple[float, ...], sx: float, sy: float) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = extent
+    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+
+
 def overlays(analysis: Analysis, image: Image.Image, limit: int | None = None) -> list[Overlay]:
-    """One pseudo-CAM overlay per found class, in the analysis's order (best score first)."""
+    """One pseudo-CAM overlay per found class (or group), in the analysis's order (best score first).
+
+    Args:
+        analysis: the analysis.
+        image: the photo to draw on, at the size to draw: the original, or a copy reduced for the screen.
+        limit: draw at most this many (the best).
+
+    Returns:
+        The overlays, each the size of ``image``.
+    """
     classes = analysis.classes[:limit]
     if not classes:
         return []
     blender = _Blender(image, 0.5)
-    return [
-        Overlay(c.index, c.label, c.score, blender.blend(analysis.class_map(c.index), analysis.extent)) for c in classes
-    ]
+    extent = _on_picture(analysis.extent, *_scale(analysis, image))
+    return [Overlay(c.channel, c.label, c.score, blender.blend(analysis.heat_map(c.channel), extent)) for c in classes]
 
 
 def class_colors(analysis: Analysis) -> dict[int, tuple[int, int, int]]:
-    """A distinct colour per found class (tab10, in the order of ``analysis.classes``)."""
+    """A distinct colour per found class or group, keyed by channel (tab10, in the order of ``analysis.classes``)."""
     return {
-        c.index: tuple(round(v * 255) for v in _PALETTE(i % _PALETTE.N)[:3]) for i, c in enumerate(analysis.classes)
+        c.channel: tuple(round(v * 255) for v in _PALETTE(i % _PALETTE.N)[:3]) for i, c in enumerate(analysis.classes)
     }
 
 
@@ -231,6 +252,18 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sizeable default font
         return ImageFont.load_default()
+
+
+def _box_on_picture(box: tuple[int, int, int, int], sx: float, sy: float) -> tuple[int, int, int, int]:
+    if sx == 1.0 and sy == 1.0:
+        return box
+    x1, y1, x2, y2 = box
+    return (
+        round(x1 * sx),
+        round(y1 * sy),
+        max(round(x2 * sx), round(x1 * sx) + 1),
+        max(round(y2 * sy), round(y1 * sy) + 1),
+    )
 
 
 def box_view(analysis: Analysis, image: Image.Image) -> Image.Image:
@@ -246,13 +279,11 @@ def box_view(analysis: Analysis, image: Image.Image) -> Image.Image:
     line = max(2, round(scale / 250))
     font = _font(max(11, round(scale / 40)))
     colors = class_colors(analysis)
-    for box in analysis.boxes:
-        color = colors.get(box.index, (255, 255, 0))
-        x1, y1, x2, y2 = box.box
+    sx, sy = _scale(analysis, out)
+    drawn = [(box, colors.get(box.channel, (255, 255, 0)), _box_on_picture(box.box, sx, sy)) for box in analysis.boxes]
+    for _, color, (x1, y1, x2, y2) in drawn:
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=color, width=line)
-    for box in analysis.boxes:  # labels after all rectangles, so no line crosses a label
-        color = colors.get(box.index, (255, 255, 0))
-        x1, y1, x2, y2 = box.box
+    for box, color, (x1, y1, _, _) in drawn:  # labels after all rectangles, so no line crosses a label
         text = f"{box.label} {box.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 2 * line, bottom - top + 2 * line
@@ -263,3 +294,62 @@ def box_view(analysis: Analysis, image: Image.Image) -> Image.Image:
         draw.rectangle((tx, ty, tx + tw - 1, ty + th - 1), fill=color)
         draw.text((tx + line - left, ty + line - top), text, fill=ink, font=font)
     return out
+
+
+@dataclass(frozen=True)
+class ClassMapLayer:
+    """The cells one class (or group) wins above the box threshold, as pixels of a picture.
+
+    Attributes:
+        channel: the class index or group number (``Analysis.winner``'s value).
+        label: its name.
+        color: its colour, RGB 0..255 (the box view's colour for a found class).
+        mask: picture height x width, bool: the pixels of its cells.
+        cells: how many map cells it wins above the box threshold.
+    """
+
+    channel: int
+    label: str
+    color: tuple[int, int, int]
+    mask: np.ndarray = field(repr=False)
+    cells: int
+
+
+# Colours after the found classes' tab10: tab20b's 20, then grey.
+_MORE = colormaps["tab20b"]
+
+
+def class_map_layers(analysis: Analysis, size: tuple[int, int]) -> list[ClassMapLayer]:
+    """The class map of everything at ``size`` (width, height): a layer per class winning any cell above the box
+    threshold, found classes first (best score first), the others by area.
+
+    Each map cell is drawn where it lies on the photo (through ``analysis.extent``), nearest-neighbour: the cell
+    boundaries stay visible, as they are in the network's answer.
+    """
+    width, height = size
+    sx, sy = width / analysis.image_size[1], height / analysis.image_size[0]
+    x0, y0, x1, y1 = _on_picture(analysis.extent, sx, sy)
+    rows, cols = analysis.map_size
+    col = np.floor((np.arange(width) + 0.5 - x0) / ((x1 - x0) / cols)).astype(np.int64)
+    row = np.floor((np.arange(height) + 0.5 - y0) / ((y1 - y0) / rows)).astype(np.int64)
+    inside_x, inside_y = (col >= 0) & (col < cols), (row >= 0) & (row < rows)
+    won = np.where(analysis.max_prob > analysis.settings.box_threshold, analysis.winner, -1)
+    channels, counts = np.unique(won[won >= 0], return_counts=True)
+    area = dict(zip(channels.tolist(), counts.tolist(), strict=True))
+    found = {c.channel: i for i, c in enumerate(analysis.classes)}
+    order = sorted(area, key=lambda ch: (found.get(ch, len(found)), -area[ch], ch))
+    colors = class_colors(analysis)
+    pixels = won[np.ix_(np.clip(row, 0, rows - 1), np.clip(col, 0, cols - 1))]
+    pixels[~inside_y, :] = -1
+    pixels[:, ~inside_x] = -1
+    layers = []
+    for rank, channel in enumerate(order):
+        if channel in colors:
+            color = colors[channel]
+        else:
+            extra = rank - len(found)
+            rgb = _MORE(extra)[:3] if extra < _MORE.N else (0.5, 0.5, 0.5)
+            color = tuple(round(v * 255) for v in rgb)
+        label = analysis.vocabulary.labels[channel]
+        layers.append(ClassMapLayer(channel, label, color, pixels == channel, area[channel]))
+    return layers

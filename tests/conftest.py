@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from bench.browser import chromium_path, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +44,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 if isinstance(module, nn.BatchNorm2d):
                     module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
                     module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
-            elif hasattr(module, "layer_scale"):  # ConvNeXt's per-block scale starts at 1e-6
+            elif isinstance(getattr(module, "layer_scale", None), torch.Tensor):  # ConvNeXt's scale starts at 1e-6
                 module.layer_scale.copy_(0.5 + torch.rand(module.layer_scale.shape, generator=generator))
     return model
 
@@ -53,20 +52,13 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Path of Debian's Chromium; with CI=true a missing browser fails the test instead of skipping it."""
-    path = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    path = chromium_path()
     if path is None:
         message = "Debian chromium is not installed (apt-get install -y chromium)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

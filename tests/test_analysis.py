@@ -8,11 +8,20 @@ from matplotlib import colormaps
 from PIL import Image
 
 import core
-from core.analysis import Analysis, analysis_size, find_boxes, find_classes
+from core.analysis import analysis_size
+from core.hierarchy import vocabulary
+from core.postprocess import find_boxes, find_classes
 from core.registry import IMAGENET_CATEGORIES
 from core.render import box_view, overlay, overlays, upsample
+from core.results import Analysis, FoundClass
 
-CATS = list(IMAGENET_CATEGORIES)
+CATS = vocabulary("class", IMAGENET_CATEGORIES)
+GROUPS = vocabulary("group", IMAGENET_CATEGORIES)
+
+
+def found(*channels: int, vocab=CATS) -> list[FoundClass]:
+    """Entries for ``channels``, as ``find_classes`` makes them (score and area do not matter to ``find_boxes``)."""
+    return [FoundClass(vocab.index(c), vocab.labels[c], 1.0, vocab.members[c], vocab.wnids[c], c) for c in channels]
 
 
 def _map(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,14 +34,14 @@ def test_two_separated_blobs_of_one_class_give_two_boxes_with_exact_coordinates(
     prob[4, 5:8], winner[4, 5:8] = 0.95, 7  # row 4, cols 5-7
     classes = find_classes(prob, winner, 0.85, CATS)
     assert [(c.index, c.score, c.area) for c in classes] == [(7, pytest.approx(0.95), 7 / 48)]
-    boxes = find_boxes(prob, winner, [7], 0.5, (0.0, 0.0, 80.0, 60.0), (80, 60), CATS)
+    boxes = find_boxes(prob, winner, found(7), 0.5, (0.0, 0.0, 80.0, 60.0), (80, 60))
     assert [(b.box, round(b.score, 2)) for b in boxes] == [((50, 40, 80, 50), 0.95), ((10, 10, 30, 30), 0.9)]
 
 
 def test_diagonal_cells_are_one_region_8_connectivity():
     prob, winner = _map(4, 4)
     prob[[0, 1], [0, 1]], winner[[0, 1], [0, 1]] = 0.9, 3
-    boxes = find_boxes(prob, winner, [3], 0.5, (0, 0, 40, 40), (40, 40), CATS)
+    boxes = find_boxes(prob, winner, found(3), 0.5, (0, 0, 40, 40), (40, 40))
     assert [b.box for b in boxes] == [(0, 0, 20, 20)]
 
 
@@ -43,7 +52,7 @@ def test_touching_regions_of_two_classes_are_separate_boxes():
     prob[1, 6] = 0.99
     classes = find_classes(prob, winner, 0.85, CATS)
     assert [(c.label, c.area) for c in classes] == [("espresso", 0.5), ("tabby", 0.5)]
-    boxes = find_boxes(prob, winner, [c.index for c in classes], 0.5, (0, 0, 160, 60), (160, 60), CATS)
+    boxes = find_boxes(prob, winner, classes, 0.5, (0, 0, 160, 60), (160, 60))
     assert [(b.label, b.box) for b in boxes] == [("espresso", (80, 0, 160, 60)), ("tabby", (0, 0, 80, 60))]
 
 
@@ -52,14 +61,14 @@ def test_box_threshold_splits_a_region_and_boxes_map_through_the_extent():
     prob[0] = [0.9, 0.9, 0.4, 0.9, 0.9]
     winner[0] = 5
     # A "valid" map inset by one 10-px cell on each side of a 70 x 30 image.
-    boxes = find_boxes(prob, winner, [5], 0.5, (10.0, 10.0, 60.0, 20.0), (70, 30), CATS)
+    boxes = find_boxes(prob, winner, found(5), 0.5, (10.0, 10.0, 60.0, 20.0), (70, 30))
     assert sorted(b.box for b in boxes) == [(10, 10, 30, 20), (40, 10, 60, 20)]
 
 
 def test_nothing_above_threshold_is_an_empty_answer_not_an_error():
     prob, winner = _map(5, 5)
     assert find_classes(prob, winner, 0.85, CATS) == []
-    assert find_boxes(prob, winner, [], 0.5, (0, 0, 50, 50), (50, 50), CATS) == []
+    assert find_boxes(prob, winner, [], 0.5, (0, 0, 50, 50), (50, 50)) == []
 
 
 def test_a_1x1_map():
@@ -67,7 +76,7 @@ def test_a_1x1_map():
     winner = np.array([[42]])
     classes = find_classes(prob, winner, 0.85, CATS)
     assert [(c.index, c.area) for c in classes] == [(42, 1.0)]
-    boxes = find_boxes(prob, winner, [42], 0.5, (0, 0, 33, 17), (33, 17), CATS)
+    boxes = find_boxes(prob, winner, found(42), 0.5, (0, 0, 33, 17), (33, 17))
     assert [b.box for b in boxes] == [(0, 0, 33, 17)]
 
 
@@ -80,12 +89,12 @@ def test_analysis_size_rule():
     assert (h, w) == (32, 32) and "enlarged" in notes[0]
     for bad in (0, 31, 100000, "big", 2.5, True):
         with pytest.raises(ValueError, match="resolution"):
-            analysis_size(600, 400, bad)
+            core.Settings(resolution=bad)
 
 
 @pytest.fixture(scope="module")
 def prepared(examples):
-    return core.prepare(examples / "cat_and_coffee.jpg", "efficientnet_lite0", resolution=300)
+    return core.prepare(examples / "cat_and_coffee.jpg", core.Settings(backbone="efficientnet_lite0", resolution=300))
 
 
 def test_real_photo_finds_the_cat_and_the_coffee_where_they_are(prepared):
@@ -121,11 +130,15 @@ def test_maps_handed_out_are_read_only(prepared):
     [
         (dict(kernel_size=2), "kernel_size must be one of 1, 3, 5"),
         (dict(kernel_size=7), "kernel_size must be one of 1, 3, 5"),
-        (dict(threshold=-1), "threshold must be between 0 and 1"),
-        (dict(threshold=2), "threshold must be between 0 and 1"),
-        (dict(threshold=float("nan")), "threshold must be between 0 and 1"),
+        (dict(kernel_size=3.0), "kernel_size must be one of 1, 3, 5"),
+        (dict(threshold=-1), "threshold must be a number between 0 and 1"),
+        (dict(threshold=2), "threshold must be a number between 0 and 1"),
+        (dict(threshold=float("nan")), "threshold must be a number between 0 and 1"),
         (dict(box_threshold="high"), "box_threshold must be a number"),
-        (dict(padding="full"), "padding must be 'same' or 'valid'"),
+        (dict(padding="full"), "padding must be one of same, valid"),
+        (dict(granularity="species"), "granularity must be one of class, group"),
+        (dict(backbone="resnet50"), "these features are for backbone 'efficientnet_lite0'"),
+        (dict(scales=2), "these features are for"),
     ],
 )
 def test_bad_settings_name_the_parameter_and_its_allowed_values(prepared, bad, match):
@@ -137,11 +150,11 @@ def _synthetic(image_size=(60, 80), extent=(0.0, 0.0, 80.0, 60.0)) -> Analysis:
     prob, winner = _map(6, 8)
     prob[0:2, 0:2], winner[0:2, 0:2] = 1.0, 7
     return Analysis(
-        source="synthetic", image_size=image_size, backbone="x", kernel_size=3, padding="same", threshold=0.85,
-        box_threshold=0.5, analysis_size=image_size, map_size=(6, 8),
+        source="synthetic", image_size=image_size, settings=core.Settings(), analysis_size=image_size,
+        scales=(image_size,), map_size=(6, 8),
         classes=tuple(find_classes(prob, winner, 0.85, CATS)),
-        boxes=tuple(find_boxes(prob, winner, [7], 0.5, extent, image_size[::-1], CATS)),
-        top5=(), max_prob=prob, winner=winner, extent=extent,
+        boxes=tuple(find_boxes(prob, winner, found(7), 0.5, extent, image_size[::-1])),
+        top5=(), max_prob=prob, winner=winner, extent=extent, vocabulary=CATS,
     )  # fmt: skip
 
 
@@ -149,7 +162,7 @@ def test_overlay_has_the_image_size_heat_where_the_class_is_and_none_where_it_is
     analysis = _synthetic()
     photo = Image.new("RGB", (80, 60), (100, 150, 200))
     [item] = overlays(analysis, photo)
-    assert item.image.size == photo.size and item.caption == f"{CATS[7]} (1.00)"
+    assert item.image.size == photo.size and item.caption == f"{CATS.labels[7]} (1.00)"
     pixels = np.asarray(item.image).astype(int)
     assert pixels[8, 8, 0] == 178  # hot at p = 1: full red (255) blended at 0.5 over the photo's 100
     cold = np.rint(np.array([100, 150, 200]) * 0.5 + np.array(colormaps["hot"](0.0)[:3]) * 255 * 0.5)
@@ -181,3 +194,75 @@ def test_box_view_draws_each_box_in_its_class_colour_inside_the_image():
     tab_blue = (31, 119, 180)
     assert tuple(pixels[19, 10]) == tab_blue  # the bottom edge of the 20 x 20 box
     assert tuple(pixels[59, 79]) == (255, 255, 255)  # nothing drawn far away
+
+
+def test_renderers_draw_at_the_pictures_size_and_leave_the_analysis_alone():
+    analysis = _synthetic(image_size=(600, 800), extent=(0.0, 0.0, 800.0, 600.0))
+    before = analysis.to_dict()
+    small = Image.new("RGB", (80, 60), (255, 255, 255))  # the photo drawn at a tenth of its size
+    pixels = np.asarray(box_view(analysis, small))
+    assert tuple(pixels[19, 10]) == (31, 119, 180)  # the box (0, 0, 200, 200) drawn at (0, 0, 20, 20)
+    [item] = overlays(analysis, small)
+    assert item.image.size == (80, 60) and np.asarray(item.image)[5, 5, 0] > np.asarray(item.image)[50, 70, 0]
+    assert analysis.to_dict() == before and analysis.boxes[0].box == (0, 0, 200, 200)
+
+
+def test_a_group_is_found_where_its_members_together_are_sure_and_no_single_member_is():
+    car = GROUPS.labels.index("car")
+    members = GROUPS.members[car]
+    probs = np.zeros((1000, 2, 2), dtype=np.float32)
+    probs[0] = 1.0  # elsewhere: tench, sure
+    probs[:, 0, 0] = 0.0
+    for m in members[:4]:  # four kinds of car share the top-left cell: none above 0.25
+        probs[m, 0, 0] = 0.24
+    probs[0, 0, 0] = 0.04
+    grouped = np.zeros((len(GROUPS), 2, 2), dtype=np.float32)
+    np.add.at(grouped, GROUPS.of_class, probs)
+    classes = find_classes(probs.max(0), probs.argmax(0), 0.85, CATS)
+    assert [c.label for c in classes] == ["tench"]  # at class level the cars are lost
+    groups = find_classes(grouped.max(0), grouped.argmax(0), 0.85, GROUPS)
+    car_entry = next(g for g in groups if g.label == "car")
+    assert car_entry.index is None and car_entry.wnid == "n02958343" and set(members) >= {609, 511, 656, 436}
+    assert car_entry.score == pytest.approx(0.96) and car_entry.area == 0.25
+
+
+def test_group_maps_are_the_sums_of_their_members_maps(prepared):
+    classes = prepared.maps(prepared.settings.replace(granularity="class"))
+    groups = prepared.maps(prepared.settings.replace(granularity="group"))
+    expected = np.zeros_like(groups.probabilities)
+    np.add.at(expected, groups.vocabulary.of_class, classes.probabilities)
+    np.testing.assert_allclose(groups.probabilities, expected, atol=1e-6)
+    np.testing.assert_allclose(groups.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    analysis = prepared.analyze(granularity="group", threshold=0.5)
+    assert analysis.classes and all(c.index is None or c.members == (c.index,) for c in analysis.classes)
+    assert {"domestic cat"} <= {c.label for c in analysis.classes}
+    record = analysis.to_dict()
+    assert record["granularity"] == "group" and all("members" in b and "wnid" in b for b in record["boxes"])
+
+
+def test_several_scales_are_fused_on_the_finest_grid(examples):
+    settings = core.Settings(backbone="efficientnet_lite0", resolution=224, scales=3)
+    prepared = core.prepare(examples / "cat_and_coffee.jpg", settings)
+    assert [h for h, _ in prepared.scales] == [224, 317, 448]
+    fused = prepared.maps()
+    assert fused.max_prob.shape == prepared.features[-1].shape[-2:]  # the largest scale's grid
+    np.testing.assert_allclose(fused.probabilities.sum(axis=0), 1.0, atol=1e-5)  # a mean of distributions
+    single = core.prepare(examples / "cat_and_coffee.jpg", settings.replace(scales=1))
+    assert single.scales == prepared.scales[:1]
+    record = prepared.analyze().to_dict()
+    assert record["scales"] == [list(s) for s in prepared.scales] and record["analysis_size"] == [448, 1345]
+    with pytest.raises(ValueError, match="padding 'same'"):
+        settings.replace(padding="valid")
+
+
+def test_the_probe_reads_the_cell_under_a_point(prepared):
+    analysis = prepared.analyze(threshold=0.5)
+    espresso = next(b for b in analysis.boxes if b.label == "espresso")
+    x, y = (espresso.box[0] + espresso.box[2]) / 2, (espresso.box[1] + espresso.box[3]) / 2
+    top = prepared.probe(x, y, prepared.settings.replace(threshold=0.5))
+    assert len(top) == 5 and top[0].label == "espresso" and top[0].probability > 0.5
+    assert [t.probability for t in top] == sorted((t.probability for t in top), reverse=True)
+    x0, y0, x1, y1 = prepared.cell_box(x, y)
+    assert x0 <= x < x1 and y0 <= y < y1
+    with pytest.raises(ValueError, match="outside"):
+        prepared.probe(-5, 10)

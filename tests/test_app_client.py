@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import io
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -21,33 +20,19 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import core
-import core.analysis
 import core.registry
-from core.analysis import DEFAULT_SCALE_CHECK
+from core.cache import clear_model_cache
 from core.model import ClassMapModel
-from ui.app import build_app, launch_options
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 CLASSMAP = str(Path(sys.executable).with_name("classmap"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+DEFAULTS = core.Settings()
 
 
 @pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    app = build_app()
-    _, local_url, _ = app.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options()
-    )
-    try:
-        yield local_url
-    finally:
-        app.close()
+def url(app_url) -> str:
+    return app_url
 
 
 @pytest.fixture
@@ -74,7 +59,7 @@ def test_the_api_is_analyze_with_named_inputs(url):
     endpoint = api["named_endpoints"]["/analyze"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
-    assert set(names[4:]) == {"box_threshold", "resolution", "padding", "scale_check"}
+    assert set(names[4:]) == {"box_threshold", "resolution", "padding", "scale_check", "granularity", "scales"}
     assert all(p["parameter_has_default"] for p in endpoint["parameters"][1:])
     assert endpoint["returns"][-1]["component"] == "Json"
 
@@ -97,40 +82,45 @@ def test_the_json_is_the_clis_for_the_same_images(url, examples):
 
 def test_the_json_equals_core_analyze_for_other_settings(url, examples):
     settings = {"kernel_size": 5, "threshold": 0.4, "box_threshold": 0.3, "resolution": 448, "padding": "valid",
-                "scale_check": not DEFAULT_SCALE_CHECK}  # fmt: skip
+                "scale_check": not DEFAULTS.scale_check, "scales": 1, "granularity": "group"}  # fmt: skip
     path = examples / "astronaut.jpg"
     outputs = analyze(Client(url, verbose=False), path, backbone="efficientnet_lite1", **settings)
     expected = core.analyze(path, "efficientnet_lite1", **settings, source="astronaut.jpg").to_dict()
     assert outputs[-1] == expected
 
-    gallery, boxes, found, top5, download, summary, record = outputs
+    gallery, boxes, class_map, found, top5, download, summary, record = outputs
     assert [item["caption"] for item in gallery] == [f"{c['label']} ({c['score']:.2f})" for c in record["classes"]]
     assert Path(boxes).is_file() and Path(download).name == "astronaut.classmap.json"
     assert json.loads(Path(download).read_text()) == record
-    assert [c["label"] for c in top5["confidences"]] == [t["label"] for t in record["top5"]]
+    assert {a["label"] for a in class_map["value"]["annotations"]} >= {b["label"] for b in record["boxes"]}
+    assert len(top5["confidences"]) == 5  # the classifier at its own 224 px, not the JSON's top5
     assert found["label"] == record["classes"][0]["label"]
     assert "efficientnet_lite1" in summary
 
 
-def test_threshold_changes_reuse_the_network_and_sessions_stay_apart(url, examples, cnn_calls):
+def test_api_calls_are_stateless_and_the_probe_reads_the_cell_under_a_point(url, examples, cnn_calls):
     alice, bob = Client(url, verbose=False), Client(url, verbose=False)
-
+    path = examples / "cat_and_coffee.jpg"
     start = time.perf_counter()
-    first = analyze(alice, examples / "chelsea.png")
+    first = analyze(alice, path, threshold=0.5, scales=1)
     first_s = time.perf_counter() - start
     assert len(cnn_calls) == 1 and "network ran" in first[-2]
+    moved = analyze(alice, path, threshold=0.6, scales=1)  # nothing was kept for a script: the network runs again
+    assert len(cnn_calls) == 2 and moved[-1]["threshold"] == 0.6
+    analyze(bob, examples / "coffee.png", scales=1)  # another client, another photo, its own answer
 
+    box = next(b for b in first[-1]["boxes"] if b["label"] == "espresso")
+    x, y = (box["box"][0] + box["box"][2]) / 2, (box["box"][1] + box["box"][3]) / 2
+    settings = {"backbone": "efficientnet_lite0", "kernel_size": 3, "threshold": 0.5, "scales": 1}
     start = time.perf_counter()
-    moved = analyze(alice, examples / "chelsea.png", threshold=0.5)
-    moved_s = time.perf_counter() - start
-    assert len(cnn_calls) == 1 and "network output reused" in moved[-2]
-    expected = core.analyze(examples / "chelsea.png", "efficientnet_lite0", 3, threshold=0.5, source="chelsea.png")
-    assert moved[-1] == expected.to_dict()
-
-    analyze(bob, examples / "coffee.png")  # another session, another photo
-    again = analyze(alice, examples / "chelsea.png", threshold=0.6)
-    assert again[-1]["image"]["source"] == "chelsea.png" and "network output reused" in again[-2]
-    print(f"\nthrough gradio_client: first analysis {first_s:.2f} s, threshold change {moved_s:.2f} s")
+    _, marked, answer = alice.predict(image=handle_file(str(path)), x=x, y=y, **settings, api_name="/probe")
+    probe_s = time.perf_counter() - start
+    assert answer["top"][0]["label"] == "espresso" and len(answer["top"]) == 5
+    assert answer["cell"][0] <= x < answer["cell"][2] and Path(marked).is_file()
+    runs = len(cnn_calls)
+    alice.predict(image=handle_file(str(path)), x=10, y=10, **settings, api_name="/probe")
+    assert len(cnn_calls) == runs  # the second probe of a photo answers from the kept maps
+    print(f"\nthrough gradio_client: first analysis {first_s:.2f} s, first probe {probe_s:.2f} s")
 
 
 def test_a_file_that_is_not_an_image_gets_our_message_and_the_app_keeps_serving(url, tmp_path, examples):
@@ -141,6 +131,8 @@ def test_a_file_that_is_not_an_image_gets_our_message_and_the_app_keeps_serving(
         analyze(client, notes)
     with pytest.raises(AppError, match="kernel_size must be one of 1, 3, 5"):
         analyze(client, examples / "coffee.png", kernel_size=4)
+    with pytest.raises(AppError, match="x and y must be numbers"):
+        client.predict(image=handle_file(str(examples / "coffee.png")), x="left", y=3, api_name="/probe")
     assert analyze(client, examples / "coffee.png")[-1]["image"]["source"] == "coffee.png"
 
 
@@ -170,14 +162,16 @@ def weights_server(monkeypatch, tmp_path) -> Iterator[str]:
     url = f"http://127.0.0.1:{server.server_port}/{file_name}"
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setitem(
-        core.registry.BACKBONES, name, dataclasses.replace(core.registry.BACKBONES[name], weights_url=url)
+        core.registry.BACKBONES,
+        name,
+        dataclasses.replace(core.registry.BACKBONES[name], weights=core.registry.TorchvisionWeights(url)),
     )
-    core.analysis._cached_model.cache_clear()
+    clear_model_cache()
     try:
         yield name
     finally:
         server.shutdown()
-        core.analysis._cached_model.cache_clear()  # no random-weight network left for other tests
+        clear_model_cache()  # no random-weight network left for other tests
 
 
 @pytest.mark.network

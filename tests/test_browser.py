@@ -3,69 +3,23 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from core.analysis import DEFAULT_THRESHOLD
-from core.registry import DEFAULT_BACKBONE
-from ui.app import build_app, launch_options
+from bench.browser import open_page
+from core import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.app, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT = ROOT / "docs" / "screenshot.png"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-]
-TIMEOUT_MS = 60_000  # the first analysis loads the network; CI machines are slow
-
-
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = build_app()
-    _, local_url, _ = app.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options()
-    )
-    try:
-        yield local_url
-    finally:
-        app.close()
+DEFAULTS = Settings()
 
 
 @pytest.fixture
-def page(chromium, url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["camera"])
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.outside = []  # requests that would leave this machine
-        page.errors = []  # uncaught errors in the page's scripts
-        page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else page.outside.append(r.url))
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
-        page.goto(url)
-        page.wait_for_selector("#photo")
-        try:
-            yield page
-        finally:
-            browser.close()
+def page(chromium, app_url):
+    pytest.importorskip("playwright.sync_api")
+    with open_page(app_url, chromium) as page:
+        yield page
 
 
 def wait_for_summary(page, *parts: str) -> str:
@@ -89,13 +43,35 @@ def heat_map_captions(page) -> list[str]:
 def test_a_presenters_tour(page, tmp_path, examples):
     # An example photo: heat maps and boxes appear.
     page.locator("#examples img[src$='/cat_and_coffee.jpg']").click()
-    summary = wait_for_summary(page, "cat_and_coffee.jpg", DEFAULT_BACKBONE, "network ran")
-    assert f"above {DEFAULT_THRESHOLD:.2f}" in summary
+    summary = wait_for_summary(page, "cat_and_coffee.jpg", DEFAULTS.backbone, "network ran")
+    assert f"above {DEFAULTS.threshold:.2f}" in summary
     found = heat_map_captions(page)  # "espresso (1.00)", "Egyptian cat (0.99)": best first
     assert len(found) >= 2, found
     assert page.locator("#boxes img").count() == 1
     assert found[0].rsplit(" (", 1)[0] in page.locator("#found").inner_text()
     assert "%" in page.locator("#top5").inner_text()
+
+    # Point and ask: a click on the box view shows that patch's top 5, from the kept maps, and marks the cell.
+    before_click = page.locator("#boxes img").get_attribute("src")
+    box = page.locator("#boxes img").bounding_box()
+    start = time.perf_counter()
+    page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.4)  # the cup, right of the cat
+    page.wait_for_function("() => (document.querySelector('#probe')?.innerText ?? '').includes('%')")
+    probe_ms = (time.perf_counter() - start) * 1000
+    assert page.locator("#boxes img").get_attribute("src") != before_click  # the cell is marked
+    print(f"\nprobe: {probe_ms:.0f} ms from the click to the answer on the page")
+
+    # Classes or groups: the same map summed within WordNet groups (or not), no network run; and back.
+    names = {"class": ("Classes", "class"), "group": ("Groups", "group")}
+    other_granularity = "group" if DEFAULTS.granularity == "class" else "class"
+    for granularity in (other_granularity, DEFAULTS.granularity):
+        label, word = names[granularity]
+        page.locator("#granularity").get_by_text(label, exact=True).click()
+        page.wait_for_function(
+            "word => new RegExp('(\\\\d+ ' + word + '(es|s)?|no ' + word + ') ')"
+            ".test(document.querySelector('#summary')?.innerText ?? '')",
+            arg=word,
+        )
 
     # Lower the threshold: more heat maps, from the same network output.
     page.locator("#threshold input[type=range]").fill("0.5")
@@ -114,15 +90,11 @@ def test_a_presenters_tour(page, tmp_path, examples):
     page.locator("#threshold input[type=range]").fill("0.5")
     wait_for_summary(page, "above 0.50", "network output reused")
     before = heat_map_captions(page)
-    other = "efficientnet_lite1" if DEFAULT_BACKBONE != "efficientnet_lite1" else "efficientnet_lite0"
+    other = "efficientnet_lite1" if DEFAULTS.backbone != "efficientnet_lite1" else "efficientnet_lite0"
     page.locator("#backbone input").click()
     page.get_by_role("option", name=re.compile(f"^{other} ")).click()
     wait_for_summary(page, other, "network ran", "above 0.50")
     assert heat_map_captions(page) != before
-    page.evaluate("window.scrollTo(0, 0)")  # the README's screenshot starts at the title
-    time.sleep(0.5)  # let the pictures finish painting
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
 
     # A file that claims to be a JPEG but is not one: our message, and the page keeps working.
     broken = tmp_path / "broken.jpg"

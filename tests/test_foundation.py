@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import tomllib
@@ -15,12 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_public_api_of_the_contract_is_there():
     for name in ("list_backbones", "load_backbone", "ClassMapModel", "analyze", "Analysis"):
         assert hasattr(core, name), name
-
-
-def test_ui_imports_no_torch():
-    for path in (ROOT / "ui").glob("**/*.py"):
-        text = path.read_text()
-        assert not re.search(r"^\s*(import torch|from torch)", text, re.M), path
 
 
 def test_declared_markers_and_the_readme_test_command():

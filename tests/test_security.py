@@ -46,8 +46,22 @@ def outside_image() -> Path:
     return path
 
 
-def analyze_args(file: dict) -> list:
-    return [file, "efficientnet_lite2", 3, 0.85, 0.5, 320, "same", False]
+def analyze_args(file: dict, **changes) -> list:
+    """The ``analyze`` event's inputs, in order: image, backbone, kernel_size, threshold, box_threshold, resolution,
+    padding, scale_check, granularity, scales."""
+    values = {
+        "backbone": "efficientnet_lite2",
+        "kernel_size": 3,
+        "threshold": 0.85,
+        "box_threshold": 0.5,
+        "resolution": 320,
+        "padding": "same",
+        "scale_check": False,
+        "granularity": "class",
+        "scales": 1,
+    }
+    values.update(changes)
+    return [file, *values.values()]
 
 
 @pytest.mark.parametrize("kind", ["absolute", "relative", "missing", "not an image", "link out"])
@@ -80,7 +94,7 @@ def test_api_refuses_server_files_with_meta_too(app_url, outside_image) -> None:
 
 def test_webcam_endpoint_refuses_server_files(app_url, outside_image) -> None:
     event, payload = call(
-        app_url, "webcam", [{"path": str(outside_image)}, "efficientnet_lite2", 3, 0.85, 0.5, "same", False]
+        app_url, "webcam", [{"path": str(outside_image)}, "efficientnet_lite2", 3, 0.85, 0.5, "same", False, "class"]
     )
     assert event == "error"
     assert "not uploaded" in json.dumps(payload)
@@ -98,3 +112,60 @@ def test_uploaded_files_are_still_analysed(app_url) -> None:
     )[-1]
     assert record["image"]["source"] == "chelsea.png"
     assert record["classes"]
+
+
+@pytest.fixture(scope="module")
+def uploaded(app_url) -> dict:
+    """An example photo uploaded through the HTTP API, as a client sends it afterwards."""
+    boundary = "classmapboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="coffee.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + (ROOT / "examples" / "coffee.png").read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{app_url}gradio_api/upload", data=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        [path] = json.load(response)
+    return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "coffee.png"}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(kernel_size="abc"), "kernel_size must be one of 1, 3, 5, got 'abc'"),
+        (dict(kernel_size=[3]), "kernel_size must be one of 1, 3, 5, got [3]"),
+        (dict(kernel_size=3.9), "kernel_size must be one of 1, 3, 5, got 3.9"),
+        (dict(threshold="abc"), "threshold must be a number between 0 and 1, got 'abc'"),
+        (dict(threshold=[0.5]), "threshold must be a number between 0 and 1, got [0.5]"),
+        (dict(box_threshold=2), "box_threshold must be a number between 0 and 1, got 2"),
+        (dict(scale_check="perhaps"), "scale_check must be true or false, got 'perhaps'"),
+        (dict(scales=9), "scales must be an integer from 1 to 4, got 9"),
+        (dict(padding="full"), "padding must be one of same, valid, got 'full'"),
+        (dict(backbone=["resnet50"]), "backbone must be a name, got ['resnet50']"),
+        (dict(resolution="huge"), "resolution must be an integer short side"),
+    ],
+)
+def test_api_values_of_the_wrong_type_name_the_argument(app_url, uploaded, changes, message) -> None:
+    event, payload = call(app_url, "analyze", analyze_args(uploaded, **changes))
+    assert event == "error"
+    assert message in json.dumps(payload).replace('\\"', '"'), payload
+
+
+def test_api_strings_for_booleans_mean_what_they_say(app_url, uploaded) -> None:
+    event, payload = call(app_url, "analyze", analyze_args(uploaded, scale_check="false"))
+    assert event == "complete" and payload[-1]["scale_check"] is False
+    event, payload = call(app_url, "analyze", analyze_args(uploaded, kernel_size=5.0, threshold="0.5"))
+    assert event == "complete" and payload[-1]["kernel_size"] == 5 and payload[-1]["threshold"] == 0.5
+
+
+def test_api_echoes_are_cut(app_url, uploaded) -> None:
+    huge = "x" * 20_000_000
+    event, payload = call(app_url, "analyze", analyze_args(uploaded, kernel_size=huge))
+    assert event == "error" and len(json.dumps(payload)) < 1000
+    event, payload = call(app_url, "analyze", analyze_args(uploaded, backbone=huge))
+    assert event == "error" and len(json.dumps(payload)) < 1000

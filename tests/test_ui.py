@@ -18,33 +18,30 @@ from PIL import Image
 
 import core
 import ui.app as app_module
-from core.analysis import (
-    DEFAULT_BOX_THRESHOLD,
-    DEFAULT_KERNEL_SIZE,
-    DEFAULT_RESOLUTION,
-    DEFAULT_SCALE_CHECK,
-    DEFAULT_THRESHOLD,
-)
+from core import Settings
 from core.images import ImageError
 from core.model import ClassMapModel
 from core.registry import BACKBONES, DEFAULT_BACKBONE
 from core.weights import WeightsError
-from ui.components import PhotoInput
+from ui.components import EXAMPLES_DIR, PhotoInput
 from ui.handlers import (
     DISPLAY_MAX_SIDE,
     MAX_OVERLAYS,
     RESOLUTION_CHOICES,
+    TIMM_SUGGESTIONS,
     WEBCAM_RESOLUTION,
+    PreparedCache,
     analyze_photo,
     backbone_choices,
     friendly_error,
-    parse_resolution,
+    probe_photo,
     webcam_frame,
     write_json,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = [name for name, entry in BACKBONES.items() if entry.offline]
+DEFAULTS = Settings()
 
 
 @pytest.fixture
@@ -61,100 +58,159 @@ def cnn_calls(monkeypatch) -> list[tuple[int, ...]]:
     return calls
 
 
+@pytest.fixture
+def cache() -> PreparedCache:
+    """A cache of prepared photos of this test's own."""
+    return PreparedCache()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Photo
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_example_photo_shows_what_core_finds(examples):
+def test_example_photo_shows_what_core_finds(examples, cache):
     path = examples / "astronaut.jpg"
-    view, session = analyze_photo(str(path), threshold=0.5)
+    view = analyze_photo(str(path), DEFAULTS.replace(threshold=0.5), cache=cache)
 
     expected = core.analyze(path, threshold=0.5, source="astronaut.jpg")
     assert view.record == expected.to_dict()
-    assert view.record["image"]["source"] == "astronaut.jpg" and view.cnn_ran
+    assert view.record["image"]["source"] == "astronaut.jpg" and view.network_ran
     assert [caption for _, caption in view.overlays] == [f"{c.label} ({c.score:.2f})" for c in expected.classes]
+    assert view.channels == tuple(c.channel for c in expected.classes)
     assert all(picture.size == (512, 512) for picture, _ in view.overlays)
     assert view.boxes.size == (512, 512) and view.boxes.mode == "RGB"
     assert list(view.found) == [c.label for c in expected.classes]
-    assert list(view.top5.values()) == [t.probability for t in expected.top5]
+    whole = core.prepare(path, DEFAULTS).classifier_top5()  # the classifier at its own 224 x 224, not the JSON's
+    assert list(view.top5.values()) == [t.probability for t in whole] and view.top5 != {}
     assert "astronaut.jpg" in view.summary and DEFAULT_BACKBONE in view.summary
-    assert session.backbone == DEFAULT_BACKBONE and session.resolution == DEFAULT_RESOLUTION
     # The boxes picture is core's box view: it differs from the photo exactly where boxes are drawn.
     drawn = np.any(np.asarray(view.boxes) != np.asarray(Image.open(path).convert("RGB")), axis=2)
     assert drawn.any() and len(view.analysis.boxes) > 0
 
 
 @pytest.mark.slow
-def test_slider_moves_reuse_the_network_output(examples, cnn_calls):
+def test_slider_moves_reuse_the_network_output(examples, cnn_calls, cache):
     path = str(examples / "chelsea.png")
-    view, session = analyze_photo(path)
-    assert len(cnn_calls) == 1 and view.cnn_ran
+    view = analyze_photo(path, DEFAULTS, cache=cache)
+    runs = len(view.analysis.scales)  # one trunk run per scale
+    assert len(cnn_calls) == runs and view.network_ran
 
-    # Kernel size, thresholds and padding only change the head: the trunk does not run again.
-    for settings in ({"threshold": 0.3}, {"kernel_size": 1}, {"kernel_size": 5, "box_threshold": 0.2},
-                     {"padding": "valid"}, {"scale_check": not DEFAULT_SCALE_CHECK}):  # fmt: skip
-        view, session = analyze_photo(path, session=session, **settings)
-        assert not view.cnn_ran
-        expected = core.analyze(path, **settings, source="chelsea.png").to_dict()
-        assert view.record == expected
-    assert len(cnn_calls) == 1 + 5  # one per core.analyze above, none for the app
+    # Kernel size, thresholds, padding and granularity only change the head: the trunk does not run again.
+    changes = [
+        {"threshold": 0.3},
+        {"kernel_size": 1},
+        {"kernel_size": 5, "box_threshold": 0.2},
+        {"scale_check": not DEFAULTS.scale_check},
+        {"granularity": "class"},
+        {"granularity": "group"},
+    ]
+    for change in changes:
+        settings = DEFAULTS.replace(**change)
+        view = analyze_photo(path, settings, cache=cache)
+        assert not view.network_ran
+        assert view.record == core.analyze(path, settings=settings, source="chelsea.png").to_dict()
+    assert len(cnn_calls) == runs * (1 + len(changes))  # one per core.analyze above, none for the app
 
-    # A new resolution or a new network needs new features.
-    view, session = analyze_photo(path, resolution=224, session=session)
-    assert view.cnn_ran and view.record["analysis_size"][0] == 224 and len(cnn_calls) == 7
+    # A new resolution, number of scales or network needs new features.
+    view = analyze_photo(path, DEFAULTS.replace(resolution=224, scales=1), cache=cache)
+    assert view.network_ran and view.record["analysis_size"][0] == 224
     other = next(name for name in OFFLINE if name != DEFAULT_BACKBONE)
-    view, session = analyze_photo(path, backbone=other, resolution=224, session=session)
-    assert view.cnn_ran and view.record["backbone"] == other and len(cnn_calls) == 8
+    view = analyze_photo(path, DEFAULTS.replace(backbone=other, resolution=224, scales=1), cache=cache)
+    assert view.network_ran and view.record["backbone"] == other
 
 
 @pytest.mark.slow
-def test_a_new_image_runs_the_network_and_the_same_bytes_do_not(examples, tmp_path, cnn_calls):
-    view, session = analyze_photo(str(examples / "chelsea.png"))
-    view, session = analyze_photo(str(examples / "coffee.png"), session=session)
-    assert view.cnn_ran and view.record["image"]["source"] == "coffee.png" and len(cnn_calls) == 2
+def test_a_new_image_runs_the_network_and_the_same_bytes_do_not(examples, tmp_path, cnn_calls, cache):
+    settings = DEFAULTS.replace(scales=1)
+    analyze_photo(str(examples / "chelsea.png"), settings, cache=cache)
+    view = analyze_photo(str(examples / "coffee.png"), settings, cache=cache)
+    assert view.network_ran and view.record["image"]["source"] == "coffee.png" and len(cnn_calls) == 2
 
     # An API client uploading the same file again gets a fresh copy (new path or modification time).
     copy = tmp_path / "again" / "coffee.png"
     copy.parent.mkdir()
     shutil.copyfile(examples / "coffee.png", copy)
-    view, session = analyze_photo(str(copy), threshold=0.4, session=session)
-    assert not view.cnn_ran and len(cnn_calls) == 2 and view.record["image"]["source"] == "coffee.png"
+    view = analyze_photo(str(copy), settings.replace(threshold=0.4), cache=cache)
+    assert not view.network_ran and len(cnn_calls) == 2 and view.record["image"]["source"] == "coffee.png"
 
     # Same name and size, other bytes: a different picture.
     pixels = np.asarray(Image.open(copy)).copy()
     pixels[:50] = 255 - pixels[:50]
     Image.fromarray(pixels).save(copy)
-    view, session = analyze_photo(str(copy), session=session)
-    assert view.cnn_ran and len(cnn_calls) == 3
+    view = analyze_photo(str(copy), settings, cache=cache)
+    assert view.network_ran and len(cnn_calls) == 3
 
 
 @pytest.mark.slow
-def test_sessions_do_not_share_features(examples):
-    _, alice = analyze_photo(str(examples / "chelsea.png"))
-    _, bob = analyze_photo(str(examples / "coffee.png"))
-    view, alice = analyze_photo(str(examples / "chelsea.png"), threshold=0.2, session=alice)
-    assert not view.cnn_ran and view.record["image"]["source"] == "chelsea.png"
-    assert bob.prepared.loaded.source == "coffee.png"
+def test_the_cache_keeps_screen_sized_photos_within_its_budget(examples, tmp_path):
+    settings = DEFAULTS.replace(scales=1, resolution=224)
+    big = tmp_path / "big.png"
+    Image.open(examples / "coffee.png").convert("RGB").resize((3000, 2000)).save(big)
+    one = PreparedCache()
+    analyze_photo(str(big), settings, cache=one)
+    [(prepared, size)] = one._entries.values()
+    assert max(prepared.picture.size) == DISPLAY_MAX_SIDE  # never the 6-megapixel photo
+    assert size == one.used_bytes < 10 * 2**20
+
+    small = PreparedCache(budget_bytes=0)
+    analyze_photo(str(examples / "coffee.png"), settings, cache=small)
+    small.budget_bytes = int(2.5 * small.used_bytes)  # room for two photos of that size
+    for name in ("chelsea.png", "astronaut.jpg", "rocket.jpg"):
+        analyze_photo(str(examples / name), settings, cache=small)
+        assert small.used_bytes <= small.budget_bytes
+    assert len(small) == 2  # the least recently used went first
+    view = analyze_photo(str(examples / "rocket.jpg"), settings, cache=small)
+    assert not view.network_ran  # the newest stays
 
 
 @pytest.mark.slow
-def test_large_photos_are_drawn_at_screen_size_with_boxes_in_original_pixels(tmp_path):
+def test_api_calls_keep_nothing(examples, cnn_calls):
+    from ui.handlers import PREPARED
+
+    PREPARED.clear()
+    app_module.analyze(str(examples / "coffee.png"), scales=1)
+    assert len(PREPARED) == 0 and len(cnn_calls) == 1
+
+
+@pytest.mark.slow
+def test_large_photos_are_drawn_at_screen_size_with_boxes_in_original_pixels(tmp_path, cache):
     big = tmp_path / "big.png"
     Image.open(ROOT / "examples" / "coffee.png").convert("RGB").resize((3000, 2000)).save(big)
-    view, _ = analyze_photo(str(big), threshold=0.5)
+    view = analyze_photo(str(big), DEFAULTS.replace(threshold=0.5, scales=1), cache=cache)
 
     assert view.record["image"] == {"source": "big.png", "width": 3000, "height": 2000}
     assert max(view.boxes.size) == DISPLAY_MAX_SIDE
     assert all(max(picture.size) == DISPLAY_MAX_SIDE for picture, _ in view.overlays)
     assert view.record["boxes"] and max(b["box"][2] for b in view.record["boxes"]) > DISPLAY_MAX_SIDE / 2
+    assert view.analysis.boxes[0].box == tuple(view.record["boxes"][0]["box"])  # the result was not edited
 
 
 @pytest.mark.slow
-def test_the_gallery_shows_at_most_the_best_overlays(examples):
-    view, _ = analyze_photo(str(examples / "astronaut.jpg"), threshold=0.0, kernel_size=1, scale_check=False)
+def test_the_gallery_shows_at_most_the_best_overlays(examples, cache):
+    settings = DEFAULTS.replace(threshold=0.0, kernel_size=1, scale_check=False, granularity="class")
+    view = analyze_photo(str(examples / "astronaut.jpg"), settings, cache=cache)
     assert len(view.record["classes"]) > MAX_OVERLAYS
     assert len(view.overlays) == MAX_OVERLAYS and len(view.found) == len(view.record["classes"])
     assert f"best {MAX_OVERLAYS}" in view.summary
+
+
+@pytest.mark.slow
+def test_the_probe_answers_from_the_cached_maps(examples, cnn_calls, cache):
+    path = str(examples / "cat_and_coffee.jpg")
+    settings = DEFAULTS.replace(threshold=0.5)
+    view = analyze_photo(path, settings, cache=cache)
+    runs = len(cnn_calls)
+    cup = next(b for b in view.analysis.boxes if "espresso" in b.label or b.label in ("cup", "coffee mug", "beverage"))
+    x, y = (cup.box[0] + cup.box[2]) / 2, (cup.box[1] + cup.box[3]) / 2
+    probe = probe_photo(path, settings, x, y, cache=cache)
+    assert len(cnn_calls) == runs  # no network run
+    assert next(iter(probe.top)) == cup.label and len(probe.top) == 5
+    assert probe.cell[0] <= x < probe.cell[2] and probe.cell[1] <= y < probe.cell[3]
+    assert probe.marked.size == view.boxes.size
+    record = probe.to_dict()
+    assert record["top"][0]["label"] == cup.label and "members" in record["top"][0]
+    with pytest.raises(ValueError, match="outside"):
+        probe_photo(path, settings, -1, 5, cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,7 +220,7 @@ def test_a_file_that_is_not_an_image_gets_our_message(tmp_path):
     notes = tmp_path / "notes.png"
     notes.write_text("these are my notes, not a picture")
     with pytest.raises(ImageError, match=r"notes\.png: not an image file we can read"):
-        analyze_photo(str(notes))
+        analyze_photo(str(notes), DEFAULTS)
     with pytest.raises(gr.Error, match=r"notes\.png: not an image file we can read") as raised:
         app_module.analyze(str(notes))
     assert raised.value.title == "Could not analyse this image"
@@ -196,6 +252,10 @@ def test_bad_settings_name_the_setting(examples):
         app_module.analyze(path, resolution="huge")
     with pytest.raises(gr.Error, match="unknown backbone 'alexnet'"):
         app_module.analyze(path, backbone="alexnet")
+    with pytest.raises(gr.Error, match=r"kernel_size must be one of 1, 3, 5, got 3\.9"):
+        app_module.analyze(path, kernel_size=3.9)
+    with pytest.raises(gr.Error, match="scale_check must be true or false, got 'perhaps'"):
+        app_module.analyze(path, scale_check="perhaps")
 
 
 def test_missing_weights_say_what_to_do(monkeypatch, tmp_path, examples):
@@ -214,19 +274,25 @@ def test_missing_weights_say_what_to_do(monkeypatch, tmp_path, examples):
     assert package.startswith(f"{OFFLINE[0]}'s weights come in a Python package that is not installed")
 
 
-def test_the_photo_input_hands_our_code_the_path_without_opening_it(tmp_path):
+def test_the_photo_input_hands_our_code_the_path_without_opening_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the upload folder
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture")
     component = PhotoInput(type="filepath", image_mode=None)
     assert component.preprocess(ImageData(path=str(notes), orig_name="notes.txt")) == str(notes)
+    example = str(EXAMPLES_DIR / "coffee.png")
+    assert component.preprocess(ImageData(path=example, orig_name="coffee.png")) == example
     assert component.preprocess(None) is None
     assert component.get_block_name() == "image"  # the front end is gr.Image's
+    with pytest.raises(gr.Error, match="not uploaded"):
+        component.preprocess(ImageData(path=str(ROOT / "README.md"), orig_name="README.md"))
 
 
 def test_no_image_clears_the_page():
-    session, gallery, boxes, found, top5, download, summary, record = app_module.analyze(None)
-    assert session is None and gallery == [] and summary == app_module.EMPTY_HINT
-    assert boxes is None and found is None and top5 is None and download is None and record is None
+    gallery, boxes, class_map, found, top5, download, summary, record = app_module.analyze(None)
+    assert gallery == [] and summary == app_module.EMPTY_HINT
+    assert boxes is None and class_map is None and found is None and top5 is None and download is None
+    assert record is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -235,12 +301,12 @@ def test_no_image_clears_the_page():
 @pytest.mark.slow
 def test_a_webcam_frame_gives_boxes_and_top_classes(examples):
     frame = np.asarray(Image.open(examples / "coffee.png").convert("RGB").resize((640, 480)))
-    boxes, top5 = webcam_frame(frame)
+    boxes, top5 = webcam_frame(frame, DEFAULTS)
     assert boxes.size == (640, 480)
     assert len(top5) == 5 and next(iter(top5)) == "espresso"
-    expected = core.analyze(frame, resolution=WEBCAM_RESOLUTION, source="webcam")
+    expected = core.analyze(frame, resolution=WEBCAM_RESOLUTION, scales=1, source="webcam")
     assert list(top5.values()) == [t.probability for t in expected.top5]
-    assert webcam_frame(None) == (None, {})
+    assert webcam_frame(None, DEFAULTS) == (None, {})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -248,26 +314,18 @@ def test_a_webcam_frame_gives_boxes_and_top_classes(examples):
 # ---------------------------------------------------------------------------------------------------------------
 def test_backbone_choices_list_offline_networks_first_and_say_where_weights_are():
     choices = backbone_choices()
-    assert [name for _, name in choices] == list(BACKBONES)
+    assert [name for _, name in choices] == [*BACKBONES, *TIMM_SUGGESTIONS]
+    assert all(name.startswith("timm:") for name in TIMM_SUGGESTIONS)
     labels = dict((name, label) for label, name in choices)
     assert all(labels[name].endswith("· offline") for name in OFFLINE)
-    online = [name for name in BACKBONES if name not in OFFLINE]
+    online = [name for name in [*BACKBONES, *TIMM_SUGGESTIONS] if name not in OFFLINE]
     assert all(re.search(r"· (downloads on first use|downloaded)$", labels[name]) for name in online)
 
 
 def test_resolution_choices_name_the_default_once():
     values = [value for _, value in RESOLUTION_CHOICES]
-    assert len(values) == len(set(values)) and values[-1] == "native" and DEFAULT_RESOLUTION in values
-    assert [label for label, _ in RESOLUTION_CHOICES if "default" in label] == [f"{DEFAULT_RESOLUTION} px (default)"]
-
-
-def test_parse_resolution():
-    assert parse_resolution(448) == 448 and parse_resolution(448.0) == 448
-    assert parse_resolution("320") == 320 and parse_resolution("640 px") == 640
-    assert parse_resolution("native") == "native" and parse_resolution("Native") == "native"
-    assert parse_resolution(None) == DEFAULT_RESOLUTION
-    with pytest.raises(ValueError, match="resolution must be"):
-        parse_resolution("big")
+    assert len(values) == len(set(values)) and values[-1] == "native" and DEFAULTS.resolution in values
+    assert [label for label, _ in RESOLUTION_CHOICES if "default" in label] == [f"{DEFAULTS.resolution} px (default)"]
 
 
 def test_write_json_is_the_record_and_reuses_its_file(tmp_path):
@@ -299,17 +357,23 @@ def test_the_page_offers_the_contract_api_and_the_controls_asked_for():
     endpoint = app.get_api_info()["named_endpoints"]["/analyze"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
-    assert names[4:] == ["box_threshold", "resolution", "padding", "scale_check"]
+    assert names[4:] == ["box_threshold", "resolution", "padding", "scale_check", "granularity", "scales"]
     required = [p["parameter_name"] for p in endpoint["parameters"] if not p["parameter_has_default"]]
     assert required == ["image"]
     assert endpoint["returns"][-1]["component"] == "Json"
-    assert list(app.get_api_info()["named_endpoints"]) == ["/analyze"]  # the rest is private
+    probe = app.get_api_info()["named_endpoints"]["/probe"]
+    assert [p["parameter_name"] for p in probe["parameters"]][:3] == ["image", "x", "y"]
+    assert probe["returns"][-1]["component"] == "Json"
+    assert sorted(app.get_api_info()["named_endpoints"]) == ["/analyze", "/probe"]  # the rest is private
 
     sliders = {block.elem_id: block for block in app.blocks.values() if isinstance(block, gr.Slider)}
     kernel = sliders["kernel-size"]
-    assert (kernel.minimum, kernel.maximum, kernel.step, kernel.value) == (1, 5, 2, DEFAULT_KERNEL_SIZE)
+    assert (kernel.minimum, kernel.maximum, kernel.step, kernel.value) == (1, 5, 2, DEFAULTS.kernel_size)
     threshold = sliders["threshold"]
-    assert (threshold.minimum, threshold.maximum, threshold.value) == (0, 1, DEFAULT_THRESHOLD)
-    assert sliders["box-threshold"].value == DEFAULT_BOX_THRESHOLD
+    assert (threshold.minimum, threshold.maximum, threshold.value) == (0, 1, DEFAULTS.threshold)
+    assert sliders["box-threshold"].value == DEFAULTS.box_threshold
+    assert sliders["scales"].value == DEFAULTS.scales
+    elem_ids = {block.elem_id for block in app.blocks.values()}
+    assert {"probe", "granularity", "preset-seed", "preset-best"} <= elem_ids
     options = app_module.launch_options()
     assert options["max_file_size"] == "25mb" and options["allowed_paths"] == [str(app_module.EXAMPLES_DIR)]

@@ -1,37 +1,43 @@
 """The Gradio app: layout and wiring around ``ui.handlers``.
 
-``build_app()`` builds the page; ``serve()`` launches it (``classmap app`` and ``python -m ui`` call it). The event
-``analyze`` is the public API of CONTRACT.md: named inputs ``image`` (file), ``backbone``, ``kernel_size``,
-``threshold`` (``box_threshold``, ``resolution``, ``padding``, ``scale_check`` optional), last output the analysis's
-JSON.
+``build_app()`` builds the page; ``serve()`` launches it (``classmap app`` and ``python -m ui`` call it). The public
+events (docs/CONTRACT.md): ``analyze`` takes named inputs ``image`` (file), ``backbone``, ``kernel_size``,
+``threshold`` (the other settings optional) and returns the analysis's JSON last; ``probe`` takes the image, the
+settings and a point ``x``, ``y`` in image pixels and returns the map cell's top 5.
+
+The event functions here are the only place where settings travel as flat parameters, because Gradio passes one
+value per control: each turns them into one ``core.Settings`` with ``Settings.parse`` (which names a bad setting and
+its allowed values) and calls a handler.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from core.analysis import (
-    BEST_MEASURED,
-    DEFAULT_BOX_THRESHOLD,
-    DEFAULT_KERNEL_SIZE,
-    DEFAULT_RESOLUTION,
-    DEFAULT_SCALE_CHECK,
-    DEFAULT_THRESHOLD,
-)
 from core.images import ImageError
-from core.registry import DEFAULT_BACKBONE
+from core.settings import KERNEL_SIZES, MAX_SCALES, PADDINGS, Settings
 from core.weights import WeightsError
-from ui.components import EXAMPLES_DIR, CameraInput, PhotoInput
+from ui.components import (
+    EXAMPLES_DIR,
+    CameraInput,
+    PhotoInput,
+    SettingCheckbox,
+    SettingDropdown,
+    SettingRadio,
+    SettingSlider,
+)
 from ui.handlers import (
     RESOLUTION_CHOICES,
     WEBCAM_RESOLUTION,
-    Session,
     analyze_photo,
     backbone_choices,
     friendly_error,
+    probe_photo,
     webcam_frame,
     write_json,
 )
@@ -41,56 +47,98 @@ __all__ = ["EXAMPLES_DIR", "build_app", "launch_options", "serve"]
 EXAMPLES = ["chelsea.png", "coffee.png", "cat_and_coffee.jpg", "rocket.jpg", "astronaut.jpg", "grace_hopper.jpg"]
 CSS_PATH = Path(__file__).resolve().parent / "style.css"
 MAX_FILE_SIZE = "25mb"
-# A session's cached network output is dropped after this long without a change (it is recomputed on demand).
-SESSION_TTL_S = 2 * 3600
 FAILURES = (ImageError, ValueError, WeightsError, OSError)  # as the CLI; ImageError is a ValueError
+# The webcam: how often the browser sends a frame (s), and the size it captures (smaller frames cost less to encode,
+# send and decode; they are analysed at WEBCAM_RESOLUTION anyway). Measured in Chromium: see BENCHMARKS.md.
+WEBCAM_STREAM_EVERY = 0.1
+WEBCAM_CONSTRAINTS = {"video": {"width": {"ideal": 320}, "height": {"ideal": 240}}}
+RATE_WINDOW = 20  # frames the shown frame rate is averaged over
+DEFAULTS = Settings()
 
 INTRO = """\
 # Class Map Explorer
 A classifier gives one answer per photo. Here it answers for **every patch**: **which class it sees where**."""
 
+GRANULARITY_INFO = (
+    "Classes: ImageNet's 1000 exact classes. Groups: sure it is a car, not sure which model? "
+    "Groups add up the classes of one kind (car, terrier, wading bird)."
+)
+
 HOW_TO_READ = """\
 ### What am I looking at?
-- **Heat maps (left):** one picture per class the network found. Bright yellow means the network is sure \
-that patch shows the class; dark means another class wins there or nothing is sure. The colour scale is the \
-same in every picture: probability 0 (black) to 1 (white).
-- **Boxes (right):** a box around each region a found class wins, labelled with its highest probability.
-- **Whole image, top 5:** what the unchanged classifier answers for the photo as a whole, for comparison.
+- **Heat maps:** one picture per class (or group) the network found. Bright yellow means the network is sure \
+that patch shows it; dark means something else wins there or nothing is sure. The colour scale is the same in \
+every picture: probability 0 (black) to 1 (white).
+- **Boxes:** a box around each region a found class wins, labelled with its highest probability. **Click** \
+anywhere on it to see what the network sees in that patch (its top 5, under the pictures).
+- **Class map:** every patch in the colour of the class (or group) that wins it, where it wins above the box \
+threshold; hover over the legend or the picture for names.
+- **Whole image, top 5:** what the unchanged classifier answers for the whole photo shown at its own input \
+size (224 px), as any classification demo would: for comparison.
 - **Threshold:** a class is listed only if it wins some patch with at least this probability. Lower it to \
 see less certain guesses; raise it to keep only the sure ones.
 - **Kernel size:** how many neighbouring patches are averaged before deciding (1 = finest detail, \
 5 = smoother, steadier maps).
+- **Classes or groups:** groups add up related classes (all cars, all terriers), so the network's certainty \
+about *what kind of thing* it sees is not split between look-alike classes.
 - **Advanced:** *box threshold* is how sure a region must be to get a box; *resolution* is the size the photo \
-is scaled to before the network sees it (bigger finds smaller things but takes longer); *padding* "same" keeps \
-the map aligned with the photo's edges, "valid" is the original article's convolution; *scale check* keeps a \
-class only where the classifier, looking at a photo-sized (224 px) window as it was trained to, agrees, which \
-hides parts named as if they were whole objects.
+is scaled to before the network sees it; *scales* lets the network also look at larger copies of the photo \
+(finds smaller things, takes longer); *padding* "same" keeps the map aligned with the photo's edges, "valid" is \
+the original article's convolution; *scale check* keeps a class only where the classifier, looking at a \
+photo-sized (224 px) window as it was trained to, agrees.
 
 Moving a slider does not run the network again: the app keeps its output and only redoes the last step."""
 
 EMPTY_HINT = "Pick an example photo, or drop, paste or upload your own, on the left."
 
 WEBCAM_HELP = f"""\
-Point the camera at things and press **Record**. Each frame is analysed at {WEBCAM_RESOLUTION} px (short side) \
-with the network and sliders chosen above; boxes show where a class wins above the box threshold."""
+Point the camera at things and press **Record**. Each frame is analysed at {WEBCAM_RESOLUTION} px (short side), \
+one scale, with the network and sliders chosen above; boxes show where a class wins above the box threshold."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Events: thin adapters from Gradio's values to ui.handlers and back
 # ---------------------------------------------------------------------------------------------------------------
+SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(Settings))
+
+
+def settings_from(arguments: dict[str, Any]) -> Settings:
+    """``Settings.parse`` of an event's setting arguments (its other arguments are left out).
+
+    Each event function calls it with its ``locals()`` first thing: Gradio passes one value per control, and this
+    is where they become one ``Settings``.
+
+    Raises:
+        gradio.Error: a setting that is not allowed, named with its allowed values (on the page, or to the client).
+    """
+    try:
+        return Settings.parse(**{name: value for name, value in arguments.items() if name in SETTING_NAMES})
+    except (TypeError, ValueError) as error:
+        raise gr.Error(str(error), title="Not a valid setting", print_exception=False) from error
+
+
+def _failed(error: Exception, backbone: Any, title: str) -> gr.Error:
+    return gr.Error(
+        friendly_error(error, backbone if isinstance(backbone, str) else None), title=title, print_exception=False
+    )
+
+
 def analyze(
     image: str | None,
-    backbone: str = DEFAULT_BACKBONE,
-    kernel_size: float = DEFAULT_KERNEL_SIZE,
-    threshold: float = DEFAULT_THRESHOLD,
-    box_threshold: float = DEFAULT_BOX_THRESHOLD,
-    resolution: int | str = DEFAULT_RESOLUTION,
-    padding: str = "same",
-    scale_check: bool = DEFAULT_SCALE_CHECK,
-    session: Session | None = None,
+    backbone: str = DEFAULTS.backbone,
+    kernel_size: float = DEFAULTS.kernel_size,
+    threshold: float = DEFAULTS.threshold,
+    box_threshold: float = DEFAULTS.box_threshold,
+    resolution: int | str = DEFAULTS.resolution,
+    padding: str = DEFAULTS.padding,
+    scale_check: bool = DEFAULTS.scale_check,
+    granularity: str = DEFAULTS.granularity,
+    scales: float = DEFAULTS.scales,
     progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way of asking for a progress bar
 ) -> tuple[Any, ...]:
-    """Analyse an image: pseudo-CAM overlays, box view, classes found, top 5, and the JSON of CONTRACT.md (last).
+    """Analyse an image: pseudo-CAM overlays, box view, what was found, top 5, and the JSON (last).
+
+    The API keeps nothing after the call (no slider follows a script's call).
 
     Args:
         image: the image file.
@@ -98,36 +146,30 @@ def analyze(
         kernel_size: 1, 3 or 5.
         threshold: a class is found where it wins a map cell above this probability.
         box_threshold: boxes enclose cells where a found class wins above this.
-        resolution: analysis short side in pixels, or "native".
+        resolution: analysis short side in pixels (the smallest scale), or "native".
         padding: "same" or "valid".
         scale_check: keep a class only where the classifier, pooling over its own training view, also picks it.
+        granularity: "class" or "group".
+        scales: how many image sizes the network sees (1..4).
 
     Returns:
-        The session (kept by the page, not sent to API clients), the overlays as (picture, caption) pairs, the box
-        view, found classes and top 5 as label -> score, the JSON file, a one-paragraph summary, and the JSON.
+        The overlays as (picture, caption) pairs, the box view, the class map of everything (photo and one mask per
+        class or group), found and the classifier's own top 5 as label -> score, the JSON file, a one-paragraph
+        summary, and the JSON.
     """
+    settings = settings_from(locals())
     if image is None:
-        return session, [], None, None, None, None, EMPTY_HINT, None
+        return [], None, None, None, None, None, EMPTY_HINT, None
     try:
-        view, session = analyze_photo(
-            image,
-            backbone,
-            int(kernel_size),
-            threshold,
-            box_threshold,
-            resolution,
-            padding,
-            bool(scale_check),
-            session=session,
-            on_progress=lambda fraction, message: progress(fraction, desc=message),
+        view = analyze_photo(
+            image, settings, cache=None, on_progress=lambda fraction, message: progress(fraction, desc=message)
         )
     except FAILURES as error:
-        message = friendly_error(error, backbone)
-        raise gr.Error(message, title="Could not analyse this image", print_exception=False) from error
+        raise _failed(error, backbone, "Could not analyse this image") from error
     return (
-        session,
         list(view.overlays),
         view.boxes,
+        gr.update(value=view.class_map, color_map=view.class_colors),
         view.found or None,
         view.top5,
         str(write_json(view.record)),
@@ -145,29 +187,115 @@ def show(
     resolution: int | str,
     padding: str,
     scale_check: bool,
-    session: Session | None,
-    selected: str | None,
+    granularity: str,
+    scales: float,
+    selected: int | None,
     progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
 ) -> tuple[Any, ...]:
-    """``analyze`` for the page: the gallery opens large on the class picked last (if still found), else the best."""
-    outputs = analyze(
-        image, backbone, kernel_size, threshold, box_threshold, resolution, padding, scale_check, session, progress
+    """The page's analysis: the network's output is kept for the sliders; the gallery stays on the picked class."""
+    settings = settings_from(locals())
+    if image is None:
+        empty = gr.update(value=[], selected_index=None)
+        return empty, None, None, None, None, None, EMPTY_HINT, None, (), gr.update()
+    try:
+        view = analyze_photo(image, settings, on_progress=lambda fraction, message: progress(fraction, desc=message))
+    except FAILURES as error:
+        raise _failed(error, backbone, "Could not analyse this image") from error
+    shown = view.channels.index(selected) if selected in view.channels else 0
+    return (
+        # gr.update, not gr.Gallery(...): a component built here would encode every picture once more.
+        gr.update(value=list(view.overlays), selected_index=shown if view.channels else None),
+        view.boxes,
+        gr.update(value=view.class_map, color_map=view.class_colors),
+        view.found or None,
+        view.top5,
+        str(write_json(view.record)),
+        view.summary,
+        view.record,
+        view.channels,
+        settings.backbone,
     )
-    captions = [caption.rsplit(" (", 1)[0] for _, caption in outputs[1]]
-    shown = captions.index(selected) if selected in captions else 0
-    # gr.update, not gr.Gallery(...): a component built here would encode every picture once more.
-    return (outputs[0], gr.update(value=outputs[1], selected_index=shown if captions else None), *outputs[2:])
 
 
-def remember_selection(event: gr.SelectData) -> str | None:
-    """The class of the heat map clicked in the gallery (its caption is "label (score)")."""
-    caption = (event.value or {}).get("caption") or ""
-    return caption.rsplit(" (", 1)[0] or None
+def probe(
+    image: str | None,
+    x: float,
+    y: float,
+    backbone: str = DEFAULTS.backbone,
+    kernel_size: float = DEFAULTS.kernel_size,
+    threshold: float = DEFAULTS.threshold,
+    box_threshold: float = DEFAULTS.box_threshold,
+    resolution: int | str = DEFAULTS.resolution,
+    padding: str = DEFAULTS.padding,
+    scale_check: bool = DEFAULTS.scale_check,
+    granularity: str = DEFAULTS.granularity,
+    scales: float = DEFAULTS.scales,
+) -> tuple[Any, ...]:
+    """What the network sees at one point: the top 5 classes (or groups) of the map cell under (x, y).
+
+    Args:
+        image: the image file.
+        x, y: the point, in the image's own pixels (0, 0 at the top left).
+        backbone, kernel_size, threshold, box_threshold, resolution, padding, scale_check, granularity, scales:
+            as for ``analyze``.
+
+    Returns:
+        The cell's top 5 as label -> probability, the box view with the cell marked, and the answer as JSON (last).
+    """
+    settings = settings_from(locals())
+    try:
+        point = (float(x), float(y))
+    except (TypeError, ValueError):
+        raise gr.Error("x and y must be numbers (pixels of the image)", print_exception=False) from None
+    try:
+        view = probe_photo(image, settings, *point)
+    except FAILURES as error:
+        raise _failed(error, backbone, "Could not probe this point") from error
+    return view.top, view.marked, view.to_dict()
 
 
-def restore_backbone(session: Session | None) -> Any:
-    """After a failed analysis, show the backbone whose results are still on the page."""
-    return session.backbone if session is not None else gr.update()
+def probe_click(
+    image: str | None,
+    backbone: str,
+    kernel_size: float,
+    threshold: float,
+    box_threshold: float,
+    resolution: int | str,
+    padding: str,
+    scale_check: bool,
+    granularity: str,
+    scales: float,
+    event: gr.SelectData,
+) -> tuple[Any, ...]:
+    """A click on the box view: probe the map cell under it (the picture is drawn at screen size)."""
+    settings = settings_from(locals())
+    if image is None or not event.index:
+        return gr.update(), gr.update()
+    try:
+        view = probe_photo(image, settings, *event.index, on_picture=True)
+    except FAILURES as error:
+        raise _failed(error, backbone, "Could not probe this point") from error
+    return view.top, view.marked
+
+
+def remember_selection(channels: tuple[int, ...], event: gr.SelectData) -> int | None:
+    """The channel (class index or group) of the heat map clicked in the gallery."""
+    index = event.index if isinstance(event.index, int) else None
+    return channels[index] if channels and index is not None and 0 <= index < len(channels) else None
+
+
+def preset(name: str) -> tuple[Any, ...]:
+    """The controls' values of a named preset (``Settings.preset``)."""
+    settings = Settings.preset(name)
+    return (
+        settings.kernel_size,
+        settings.threshold,
+        settings.box_threshold,
+        settings.scale_check,
+        settings.granularity,
+        settings.scales,
+        settings.padding,
+    )
 
 
 def webcam(
@@ -178,15 +306,19 @@ def webcam(
     box_threshold: float,
     padding: str,
     scale_check: bool,
-) -> tuple[Any, Any]:
+    granularity: str,
+    frame_times: tuple[float, ...] = (),
+) -> tuple[Any, ...]:
+    """One camera frame: the box view, the frame's top 5, and the frames answered per second lately."""
+    settings = settings_from(locals())
     try:
-        boxes, top5 = webcam_frame(
-            frame, backbone, int(kernel_size), threshold, box_threshold, padding, scale_check=bool(scale_check)
-        )
+        boxes, top5 = webcam_frame(frame, settings)
     except FAILURES as error:
-        message = friendly_error(error, backbone)
-        raise gr.Error(message, title="Could not analyse the camera frame", print_exception=False) from error
-    return boxes, top5 or None
+        raise _failed(error, backbone, "Could not analyse the camera frame") from error
+    frame_times = (*frame_times[-(RATE_WINDOW - 1) :], time.monotonic())
+    span = frame_times[-1] - frame_times[0]
+    rate = f"**{(len(frame_times) - 1) / span:.1f}** analysed frames/s" if span > 0 else "measuring the frame rate…"
+    return boxes, top5 or None, rate, frame_times
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,51 +339,72 @@ def _theme() -> gr.themes.Base:
 def build_app() -> gr.Blocks:
     """The whole page: settings above, a Photo tab and a Webcam tab."""
     with gr.Blocks(title="Class Map Explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
-        session = gr.State(None, time_to_live=SESSION_TTL_S)
-        selected = gr.State(None)  # the class whose heat map the viewer picked
+        selected = gr.State(None)  # the channel whose heat map the viewer picked
+        channels = gr.State(())  # the channel of each heat map shown
         gr.Markdown(INTRO, elem_id="intro")
 
         with gr.Row(elem_id="settings", equal_height=True):
-            backbone = gr.Dropdown(
-                choices=backbone_choices(), value=DEFAULT_BACKBONE, label="Network", scale=3, elem_id="backbone"
+            backbone = SettingDropdown(
+                choices=backbone_choices(),
+                value=DEFAULTS.backbone,
+                allow_custom_value=True,  # any timm:<model> typed in
+                label="Network",
+                info="or type timm:<model>",
+                scale=3,
+                elem_id="backbone",
             )
-            kernel_size = gr.Slider(
-                1,
-                5,
+            kernel_size = SettingSlider(
+                min(KERNEL_SIZES),
+                max(KERNEL_SIZES),
                 step=2,
-                value=DEFAULT_KERNEL_SIZE,
+                value=DEFAULTS.kernel_size,
                 label="Kernel size",
                 scale=2,
-                min_width=250,
+                min_width=220,
                 elem_id="kernel-size",
             )
-            threshold = gr.Slider(
-                0, 1, step=0.01, value=DEFAULT_THRESHOLD, label="Threshold", scale=3, elem_id="threshold"
+            threshold = SettingSlider(
+                0, 1, step=0.01, value=DEFAULTS.threshold, label="Threshold", scale=3, elem_id="threshold"
             )
-        with (
-            gr.Accordion("Advanced: box threshold, resolution, padding, scale check", open=False, elem_id="advanced"),
-            gr.Row(equal_height=True),
-        ):
-            box_threshold = gr.Slider(
-                0, 1, step=0.01, value=DEFAULT_BOX_THRESHOLD, label="Box threshold", elem_id="box-threshold"
+            granularity = SettingRadio(
+                [("Classes", "class"), ("Groups", "group")],
+                value=DEFAULTS.granularity,
+                label="Classes or groups",
+                info=GRANULARITY_INFO,
+                scale=3,
+                elem_id="granularity",
             )
-            resolution = gr.Dropdown(
-                choices=RESOLUTION_CHOICES,
-                value=DEFAULT_RESOLUTION,
-                allow_custom_value=True,
-                label="Analysis resolution (short side)",
-                elem_id="resolution",
-            )
-            padding = gr.Radio(["same", "valid"], value="same", label="Padding", elem_id="padding")
-            scale_check = gr.Checkbox(
-                value=DEFAULT_SCALE_CHECK,
-                label="Scale check",
-                info="Keep a class only where the classifier's own 224 px view agrees",
-                elem_id="scale-check",
-            )
-            preset = gr.Button(
-                "Use the best-measured settings", size="sm", variant="secondary", elem_id="preset", scale=0
-            )
+        with gr.Accordion("Advanced: box threshold, resolution, scales, padding, scale check", open=False):
+            with gr.Row(equal_height=True, elem_id="advanced"):
+                box_threshold = SettingSlider(
+                    0, 1, step=0.01, value=DEFAULTS.box_threshold, label="Box threshold", elem_id="box-threshold"
+                )
+                resolution = SettingDropdown(
+                    choices=RESOLUTION_CHOICES,
+                    value=DEFAULTS.resolution,
+                    allow_custom_value=True,
+                    label="Analysis resolution (short side)",
+                    elem_id="resolution",
+                )
+                scales = SettingSlider(
+                    1,
+                    MAX_SCALES,
+                    step=1,
+                    value=DEFAULTS.scales,
+                    label="Scales",
+                    info="Also look at larger copies of the photo (√2 apart)",
+                    elem_id="scales",
+                )
+                padding = SettingRadio(list(PADDINGS), value=DEFAULTS.padding, label="Padding", elem_id="padding")
+                scale_check = SettingCheckbox(
+                    value=DEFAULTS.scale_check,
+                    label="Scale check",
+                    info="Keep a class only where the classifier's own 224 px view agrees",
+                    elem_id="scale-check",
+                )
+            with gr.Row():
+                seed_preset = gr.Button("The seed article's settings", size="sm", elem_id="preset-seed")
+                best_preset = gr.Button("The best-measured settings", size="sm", elem_id="preset-best")
 
         with gr.Tabs():
             with gr.Tab("Photo", id="photo-tab"):
@@ -287,7 +440,12 @@ def build_app() -> gr.Blocks:
                         )
                     with gr.Column(scale=3, min_width=300):
                         boxes = gr.Image(
-                            label="Boxes", type="pil", interactive=False, height=420, format="jpeg", elem_id="boxes"
+                            label="Boxes (click a point to probe it)",
+                            type="pil",
+                            interactive=False,
+                            height=420,
+                            format="jpeg",
+                            elem_id="boxes",
                         )
                 with gr.Row(equal_height=True, elem_id="summary-row"):
                     summary = gr.Markdown(EMPTY_HINT, elem_id="summary")
@@ -295,8 +453,27 @@ def build_app() -> gr.Blocks:
                         "Download JSON", size="md", variant="primary", scale=0, min_width=180, elem_id="download"
                     )
                 with gr.Row(equal_height=False):
-                    found = gr.Label(label="Classes found, best score", num_top_classes=8, elem_id="found")
-                    top5 = gr.Label(label="Whole image, top 5", num_top_classes=5, show_heading=False, elem_id="top5")
+                    class_map = gr.AnnotatedImage(
+                        label="Class map: every patch in the colour of what wins it (hover for names)",
+                        format="jpeg",
+                        height=420,
+                        scale=3,
+                        elem_id="class-map",
+                    )
+                    with gr.Column(scale=2, min_width=260):
+                        probed = gr.Label(
+                            label="Probe: the clicked patch, top 5",
+                            num_top_classes=5,
+                            show_heading=False,
+                            elem_id="probe",
+                        )
+                        found = gr.Label(label="Found, best score", num_top_classes=8, elem_id="found")
+                        top5 = gr.Label(
+                            label="Whole image, top 5: the unchanged classifier at its own 224 px",
+                            num_top_classes=5,
+                            show_heading=False,
+                            elem_id="top5",
+                        )
                 with gr.Accordion("The analysis as JSON (what the API returns)", open=False):
                     record = gr.JSON(label="JSON", elem_id="json")
                 gr.Markdown(HOW_TO_READ, elem_id="how-to-read")
@@ -310,6 +487,7 @@ def build_app() -> gr.Blocks:
                         type="numpy",
                         label="Camera",
                         height=400,
+                        webcam_options=gr.WebcamOptions(mirror=True, constraints=WEBCAM_CONSTRAINTS),
                         elem_id="camera",
                     )
                     live = gr.Image(
@@ -320,58 +498,79 @@ def build_app() -> gr.Blocks:
                         format="jpeg",
                         elem_id="live-boxes",
                     )
-                    live_top = gr.Label(
-                        label="Whole frame, top 5", num_top_classes=5, show_heading=False, elem_id="live-top5"
-                    )
+                    with gr.Column(min_width=220):
+                        live_rate = gr.Markdown("", elem_id="live-rate")
+                        live_top = gr.Label(
+                            label="Whole frame, top 5", num_top_classes=5, show_heading=False, elem_id="live-top5"
+                        )
+                frame_times = gr.State(())
 
-        photo_inputs = [
-            image, backbone, kernel_size, threshold, box_threshold, resolution, padding, scale_check, session
-        ]  # fmt: skip
-        photo_outputs = [session, gallery, boxes, found, top5, download, summary, record]
-        # The API of CONTRACT.md: the same function as the page, plain values out, no trigger on the page.
-        gr.on([], analyze, photo_inputs, photo_outputs, api_name="analyze", concurrency_id="photo")
-        # What needs the network again: a new image, network or resolution (progress covers the outputs) ...
+        controls = [
+            backbone,
+            kernel_size,
+            threshold,
+            box_threshold,
+            resolution,
+            padding,
+            scale_check,
+            granularity,
+            scales,
+        ]
+        shown_backbone = gr.State(DEFAULTS.backbone)
+        page_outputs = [gallery, boxes, class_map, found, top5, download, summary, record, channels, shown_backbone]
+        # The API of docs/CONTRACT.md: the page's analysis with plain values out, no trigger on the page.
+        gr.on(
+            [],
+            analyze,
+            [image, *controls],
+            [gallery, boxes, class_map, found, top5, download, summary, record],
+            api_name="analyze",
+            concurrency_id="photo",
+        )
+        x, y = gr.Number(visible=False), gr.Number(visible=False)
+        gr.on([], probe, [image, x, y, *controls], [probed, boxes, record], api_name="probe", concurrency_id="photo")
+        # What needs the network again: a new image, network, resolution or number of scales ...
         analysed = gr.on(
-            [image.change, backbone.change, resolution.change],
+            [image.change, backbone.change, resolution.change, scales.release],
             show,
-            [*photo_inputs, selected],
-            photo_outputs,
+            [image, *controls, selected],
+            page_outputs,
             api_visibility="private",
             concurrency_id="photo",
             trigger_mode="always_last",
-        )
-        # The preset QUALITY.md measured best (kernel 1, threshold 0.7, scale check): set the controls, then redraw.
-        preset.click(
-            lambda: (
-                BEST_MEASURED["kernel_size"],
-                BEST_MEASURED["threshold"],
-                BEST_MEASURED["box_threshold"],
-                BEST_MEASURED["scale_check"],
-            ),
-            None,
-            [kernel_size, threshold, box_threshold, scale_check],
-            api_visibility="private",
-            queue=False,
-        ).then(
-            show,
-            [*photo_inputs, selected],
-            photo_outputs,
-            api_visibility="private",
-            concurrency_id="photo",
-            show_progress="minimal",
         )
         # ... and what only re-runs the head: redrawn in place, the latest slider position wins.
         updated = gr.on(
-            [kernel_size.input, threshold.input, box_threshold.input, padding.input, scale_check.input],
+            [
+                kernel_size.input,
+                threshold.input,
+                box_threshold.input,
+                padding.input,
+                scale_check.input,
+                granularity.input,
+            ],
             show,
-            [*photo_inputs, selected],
-            photo_outputs,
+            [image, *controls, selected],
+            page_outputs,
             api_visibility="private",
             concurrency_id="photo",
             show_progress="minimal",
             trigger_mode="always_last",
         )
-        gallery.select(remember_selection, None, selected, api_visibility="private", queue=False)
+        preset_controls = [kernel_size, threshold, box_threshold, scale_check, granularity, scales, padding]
+        for button, name in ((seed_preset, "seed"), (best_preset, "best")):
+            button.click(
+                lambda name=name: preset(name), None, preset_controls, api_visibility="private", queue=False
+            ).then(
+                show,
+                [image, *controls, selected],
+                page_outputs,
+                api_visibility="private",
+                concurrency_id="photo",
+                show_progress="minimal",
+            )
+        gallery.select(remember_selection, channels, selected, api_visibility="private", queue=False)
+        boxes.select(probe_click, [image, *controls], [probed, boxes], api_visibility="private", concurrency_id="photo")
         # Each visit lists where the weights are now (a network downloaded since start-up says so).
         app.load(
             lambda: gr.update(choices=backbone_choices()),
@@ -381,14 +580,15 @@ def build_app() -> gr.Blocks:
             queue=False,
             show_progress="hidden",
         )
+        # After a failed analysis, show the backbone whose results are still on the page.
         for event in (analysed, updated):
-            event.failure(restore_backbone, session, backbone, api_visibility="private", queue=False)
+            event.failure(lambda name: name, shown_backbone, backbone, api_visibility="private", queue=False)
 
         camera.stream(
             webcam,
-            [camera, backbone, kernel_size, threshold, box_threshold, padding, scale_check],
-            [live, live_top],
-            stream_every=0.2,
+            [camera, backbone, kernel_size, threshold, box_threshold, padding, scale_check, granularity, frame_times],
+            [live, live_top, live_rate, frame_times],
+            stream_every=WEBCAM_STREAM_EVERY,
             time_limit=300,
             concurrency_id="webcam",
             concurrency_limit=1,
@@ -408,7 +608,6 @@ def launch_options() -> dict[str, Any]:
         "max_file_size": MAX_FILE_SIZE,
         "allowed_paths": [str(EXAMPLES_DIR)],
         "footer_links": ["api"],
-        "state_session_capacity": 200,
     }
 
 

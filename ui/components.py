@@ -22,7 +22,17 @@ import gradio.component_meta as _component_meta
 from gradio.data_classes import ImageData
 from gradio.utils import get_upload_folder
 
-__all__ = ["EXAMPLES_DIR", "REFUSED", "CameraInput", "PhotoInput", "readable_upload"]
+__all__ = [
+    "EXAMPLES_DIR",
+    "REFUSED",
+    "CameraInput",
+    "PhotoInput",
+    "SettingCheckbox",
+    "SettingDropdown",
+    "SettingRadio",
+    "SettingSlider",
+    "readable_upload",
+]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 REFUSED = "This file was not uploaded to the app: upload the image (or pick an example) and try again."
@@ -85,6 +95,30 @@ try:
                 gradio.Error: a path outside the upload folder and the examples.
             """
             return super().preprocess(_checked(payload))
+
+    # A setting's control hands the event the value exactly as sent. Gradio's own checks fail on an API value of the
+    # wrong type without a message ("abc" for a slider), round 3.9 to a step, or echo a 20 MB string back whole;
+    # ``core.Settings.parse`` checks every setting instead, naming it and its allowed values, and cuts its echoes.
+    # (Template components: the front end is the base class's, found through ``__base__``, so the base comes first.)
+
+    def _as_sent(self: gr.components.Component, payload: Any) -> Any:
+        """The value as sent; ``Settings.parse`` validates it."""
+        return payload
+
+    # SettingSlider, SettingDropdown, SettingRadio, SettingCheckbox: Gradio's controls, values checked by Settings.
+    SettingSlider, SettingDropdown, SettingRadio, SettingCheckbox = (
+        type(
+            f"Setting{base.__name__}",
+            (base,),
+            {
+                "__module__": __name__,
+                "is_template": True,
+                "preprocess": _as_sent,
+                "__doc__": f"``gr.{base.__name__}`` whose value ``Settings.parse`` checks (a template component).",
+            },
+        )
+        for base in (gr.Slider, gr.Dropdown, gr.Radio, gr.Checkbox)
+    )
 
 finally:
     _component_meta.create_or_modify_pyi = _write_stub

@@ -1,57 +1,54 @@
-"""What the app does, as plain functions: paths, PIL images and dicts in, frozen dataclasses out.
+"""What the app does, as plain functions: paths, PIL images and ``Settings`` in, frozen dataclasses out.
 
-Nothing here imports gradio, so every handler can be called (and tested) directly. The expensive step, the CNN, runs
-in ``core.analysis.prepare``; its result is kept in a per-session ``Session`` so that a slider move only re-runs
-``Prepared.analyze`` (the converted head, thresholds, boxes) and the drawing.
+Nothing here imports gradio (or torch), so every handler can be called and tested directly. The expensive step, the
+network, runs in ``core.prepare``; its result is kept in ``PREPARED``, one cache for every session, bounded in
+memory and evicting the least recently used, so that a slider move only re-runs ``Prepared.analyze`` (the converted
+head, thresholds, boxes) and the drawing. What a page keeps per session is only a key into that cache.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import atexit
+import collections
 import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from core.analysis import (
-    DEFAULT_BOX_THRESHOLD,
-    DEFAULT_KERNEL_SIZE,
-    DEFAULT_RESOLUTION,
-    DEFAULT_SCALE_CHECK,
-    DEFAULT_THRESHOLD,
-    Analysis,
-    Prepared,
-    check_settings,
-    get_model,
-    prepare,
-)
+from core.analysis import Prepared, prepare
+from core.cache import get_model
 from core.images import ImageError
-from core.registry import BACKBONES, DEFAULT_BACKBONE
-from core.render import box_view, overlays
+from core.registry import BACKBONES, get_backbone
+from core.render import box_view, class_map_layers, overlays
+from core.results import Analysis
+from core.settings import Settings
 from core.weights import WeightsError, weights_status
 
 __all__ = [
     "DISPLAY_MAX_SIDE",
     "MAX_OVERLAYS",
+    "PREPARED",
     "RESOLUTION_CHOICES",
     "WEBCAM_RESOLUTION",
     "PhotoView",
-    "Session",
+    "PreparedCache",
+    "ProbeView",
     "analyze_photo",
     "backbone_choices",
     "backbone_label",
     "friendly_error",
-    "parse_resolution",
+    "probe_photo",
     "webcam_frame",
     "write_json",
 ]
@@ -59,18 +56,24 @@ __all__ = [
 # Short side the webcam frames are analysed at: a 640 x 480 frame becomes 224 x 299, a 7 x 10 map with the
 # default backbone, fast enough for several frames a second on two CPU cores.
 WEBCAM_RESOLUTION = 224
-# Pictures are drawn at most this many pixels on their long side: a 12-megapixel photo would otherwise cost
-# ~0.5 s per overlay on every slider move, for detail no screen shows. The JSON keeps original-pixel boxes.
+# Pictures are drawn (and photos kept) at most this many pixels on their long side: a 12-megapixel photo would
+# otherwise cost ~0.5 s per overlay on every slider move, for detail no screen shows. The JSON keeps original pixels.
 DISPLAY_MAX_SIDE = 1280
 # Heat maps drawn per update: the best ones. A low threshold can find hundreds of classes, and each picture costs
 # time on every slider move; the JSON and the class list keep them all.
 MAX_OVERLAYS = 12
+# How opaque the class map's colours are over the photo (the photo stays readable under them).
+CLASS_MAP_ALPHA = 0.55
+# Memory the cache of prepared images may use, for every session together (features and screen-sized photos).
+CACHE_BUDGET_BYTES = int(float(os.environ.get("CLASSMAP_CACHE_MB", "1024")) * 2**20)
 RESOLUTION_CHOICES: list[tuple[str, int | str]] = [
-    *((f"{size} px{' (default)' if size == DEFAULT_RESOLUTION else ''}", size)
-      for size in sorted({224, 320, 448, 640, 896, DEFAULT_RESOLUTION})),
+    *((f"{size} px{' (default)' if size == Settings().resolution else ''}", size)
+      for size in sorted({224, 320, 448, 640, 896, Settings().resolution})),
     ("native (the photo as it is)", "native"),
 ]  # fmt: skip
 
+# timm models the network dropdown offers besides the registered ones (any other convertible name can be typed).
+TIMM_SUGGESTIONS = ("timm:resnet50.a1_in1k", "timm:convnext_tiny.in12k_ft_in1k", "timm:efficientnet_b3.ra2_in1k")
 ProgressCallback = Callable[[float, str], None]
 
 # One network computation at a time in this process. Each already uses every core (intra-op threads); a photo
@@ -84,41 +87,23 @@ _COMPUTE = threading.Lock()
 # -------------------------------------------------------------------------------------------------------------
 def backbone_label(name: str) -> str:
     """``name`` and where its weights are: "offline", "downloaded" or "downloads on first use"."""
-    backbone = BACKBONES[name]
+    backbone = get_backbone(name)
     status = weights_status(backbone)
     if backbone.offline:
-        where = "offline" if status.startswith("embedded (") else "offline package missing"
-    elif status.startswith("cached"):
+        where = "offline" if status.available else "offline package missing"
+    elif status.available:
         where = "downloaded"
     else:
-        where = status  # "downloads on first use"
+        where = str(status)  # "downloads on first use"
     return f"{name} · {where}"
 
 
 def backbone_choices() -> list[tuple[str, str]]:
-    """(label, name) for every registered backbone, offline ones first (the registry's order)."""
-    return [(backbone_label(name), name) for name in BACKBONES]
+    """(label, name) for every registered backbone (offline ones first), then a few timm models to try.
 
-
-def parse_resolution(value: int | float | str | None) -> int | str:
-    """The resolution a dropdown or an API call hands us: an int short side, a numeric string, or "native".
-
-    Raises:
-        ValueError: anything else (core checks the range).
+    The page's dropdown also takes any other ``timm:<model>`` typed in (``classmap backbones --all`` lists them).
     """
-    if value is None or value == "":
-        return DEFAULT_RESOLUTION
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text == "native":
-            return "native"
-        text = text.removesuffix("px").strip()
-        if text.isdigit():
-            return int(text)
-        raise ValueError(f"resolution must be a short side in pixels (such as 448) or 'native', got {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value  # an int, or something core will refuse with its own message
+    return [(backbone_label(name), name) for name in (*BACKBONES, *TIMM_SUGGESTIONS)]
 
 
 def friendly_error(error: Exception, backbone: str | None = None) -> str:
@@ -135,206 +120,327 @@ def friendly_error(error: Exception, backbone: str | None = None) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------------
-# Photo
+# The cache of prepared images, shared by every session
 # -------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Session:
-    """One browser session's network output, reused while only the head settings change.
+def _bytes_of(prepared: Prepared) -> int:
+    width, height = prepared.picture.size
+    return prepared.feature_bytes() + width * height * 3
 
-    The features depend on the file, the backbone and the analysis resolution; kernel size, thresholds and padding
-    only change the head. The file is known by its path, size and modification time, and by a hash of its bytes
-    (an API client that uploads the same file again gets a fresh copy with a new modification time).
+
+class PreparedCache:
+    """Prepared images by (file content, network settings), least recently used evicted beyond a memory budget.
+
+    A key holds the SHA-256 of the file's bytes, so a session can only ever reach features of a picture it sent
+    itself; sessions that send the same picture share them. Each entry is counted as its features plus its
+    screen-sized photo (``prepare(..., picture_side=DISPLAY_MAX_SIDE)``: no full-size photo is ever kept).
     """
 
-    file: tuple[str, int, int]  # path, size, modification time (ns)
-    digest: str  # SHA-256 of the file's bytes
-    resolution: int | str
-    prepared: Prepared = dataclasses.field(repr=False)
-    cnn_seconds: float = 0.0
+    def __init__(self, budget_bytes: int = CACHE_BUDGET_BYTES) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: collections.OrderedDict[tuple[Any, ...], tuple[Prepared, int]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Prepared | None:
+        """The prepared image for ``key`` (now the most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[Any, ...], prepared: Prepared) -> None:
+        """Keep ``prepared``; evict the least recently used entries until the budget holds (the newest stays)."""
+        size = _bytes_of(prepared)
+        with self._lock:
+            self._entries[key] = (prepared, size)
+            self._entries.move_to_end(key)
+            while len(self._entries) > 1 and self.used_bytes > self.budget_bytes:
+                self._entries.popitem(last=False)
 
     @property
-    def backbone(self) -> str:
-        return self.prepared.model.name
+    def used_bytes(self) -> int:
+        """Memory the kept entries hold."""
+        return sum(size for _, size in self._entries.values())
 
-    def matches(self, file: tuple[str, int, int], backbone: str, resolution: int | str) -> bool:
-        """True when these features are the ones ``file`` with ``backbone`` at ``resolution`` would give."""
-        if backbone != self.backbone or resolution != self.resolution:
-            return False
-        if file == self.file:
-            return True
-        # Same name and size but touched since: the same picture if the bytes are the same.
-        same_name = Path(file[0]).name == Path(self.file[0]).name
-        return same_name and file[1] == self.file[1] and _digest(file[0]) == self.digest
+    def __len__(self) -> int:
+        return len(self._entries)
 
-
-def _file_stat(path: str) -> tuple[str, int, int]:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return (path, -1, -1)  # core's load_image says what is wrong with it
-    return (path, stat.st_size, stat.st_mtime_ns)
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
 
 
-def _digest(path: str) -> str:
+PREPARED = PreparedCache()
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by the file's stat too: a path that is rewritten gets hashed again.
     digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return ""
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
+def _content_key(path: str) -> str | None:
+    try:
+        stat = os.stat(path)
+        return _digest(path, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return None  # core's load_image says what is wrong with it
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Photo
+# -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PhotoView:
-    """Everything the page shows for one analysed photo."""
+    """Everything the page shows for one analysed photo.
 
-    analysis: Analysis = dataclasses.field(repr=False)
-    overlays: tuple[tuple[Image.Image, str], ...]  # (pseudo-CAM picture, "label (score)"), best first, at most 12
-    boxes: Image.Image  # the photo with every box drawn and labelled
-    found: dict[str, float]  # found class -> score, best first
-    top5: dict[str, float]  # the unmodified classifier's top 5 -> probability
-    record: dict[str, Any]  # analysis.to_dict(): CONTRACT.md's JSON
-    summary: str  # one Markdown paragraph: what was analysed, how, and what came out
-    cnn_ran: bool  # False when the features came from the session (a slider move)
-    seconds: float  # time this call took
+    Attributes:
+        analysis: the analysis (original-pixel boxes; the pictures are drawn at screen size from it).
+        overlays: (pseudo-CAM picture, "label (score)") pairs, best first, at most ``MAX_OVERLAYS``.
+        channels: the map channel (class index, or group number) of each overlay, for keeping a selection.
+        boxes: the photo with every box drawn and labelled.
+        class_map: the class map of everything, as ``gr.AnnotatedImage`` takes it: (photo, [(mask, label), ...]),
+            each mask the cells a class or group wins above the box threshold (0.55 where it wins: see-through).
+        class_colors: label -> "#rrggbb" for the class map's legend (the box view's colours).
+        found: found class or group -> score, best first.
+        top5: the unmodified classifier's top 5 for the whole photo at its own input size (224 px) -> probability.
+        record: ``analysis.to_dict()``, the JSON of docs/CONTRACT.md.
+        summary: one Markdown paragraph: what was analysed, how, and what came out.
+        network_ran: False when the features came from the cache (a slider move).
+        seconds: time this call took.
+    """
+
+    analysis: Analysis = field(repr=False)
+    overlays: tuple[tuple[Image.Image, str], ...]
+    channels: tuple[int, ...]
+    boxes: Image.Image
+    class_map: tuple[Image.Image, list[tuple[np.ndarray, str]]] = field(repr=False)
+    class_colors: dict[str, str]
+    found: dict[str, float]
+    top5: dict[str, float]
+    record: dict[str, Any]
+    summary: str
+    network_ran: bool
+    seconds: float
 
 
 def _unique_labels(pairs: list[tuple[int, str, float]]) -> dict[str, float]:
-    # ImageNet has two "crane"s and two "maillot"s: a dict keyed by label would merge them.
+    # A dict keyed by label would merge two entries of the same name (ImageNet's two "crane"s, say).
     labels = [label for _, label, _ in pairs]
-    return {(label if labels.count(label) == 1 else f"{label} #{index}"): float(value) for index, label, value in pairs}
+    return {(label if labels.count(label) == 1 else f"{label} #{key}"): float(value) for key, label, value in pairs}
 
 
-def _display_scale(analysis: Analysis, image: Image.Image) -> tuple[Analysis, Image.Image]:
-    """The analysis and image scaled so the long side is at most ``DISPLAY_MAX_SIDE`` (for drawing only)."""
-    width, height = image.size
-    scale = DISPLAY_MAX_SIDE / max(width, height)
-    if scale >= 1.0:
-        return analysis, image
-    small = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS)
-    sx, sy = small.width / width, small.height / height
-    x0, y0, x1, y1 = analysis.extent
-    boxes = tuple(
-        dataclasses.replace(b, box=tuple(round(v * s) for v, s in zip(b.box, (sx, sy, sx, sy), strict=True)))
-        for b in analysis.boxes
-    )
-    scaled = dataclasses.replace(
-        analysis, extent=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), boxes=boxes, image_size=(small.height, small.width)
-    )
-    return scaled, small
-
-
-def _summary(analysis: Analysis, cnn_seconds: float, seconds: float, cnn_ran: bool) -> str:
+def _summary(analysis: Analysis, network_seconds: float | None, seconds: float) -> str:
     height, width = analysis.image_size
-    ah, aw = analysis.analysis_size
     mh, mw = analysis.map_size
+    settings = analysis.settings
+    kind = "group" if settings.granularity == "group" else "class"
     if analysis.classes:
         count = len(analysis.classes)
-        found = f"**{count}** class{'es' if count > 1 else ''} above {analysis.threshold:.2f}"
-        if analysis.scale_check:
+        found = f"**{count}** {kind}{'es' if count > 1 and kind == 'class' else 's' if count > 1 else ''} above "
+        found += f"{settings.threshold:.2f}"
+        if settings.scale_check:
             found += ", scale-checked"
         if count > MAX_OVERLAYS:
             found += f" (heat maps of the best {MAX_OVERLAYS})"
     else:
         found = (
-            f"**no class** wins any part of the photo above {analysis.threshold:.2f}: "
+            f"**no {kind}** wins any part of the photo above {settings.threshold:.2f}: "
             f"lower the threshold, or try another network"
         )
-    if cnn_ran:
-        timing = f"network ran in {cnn_seconds:.1f} s"
-    else:
-        timing = f"redrawn in {seconds * 1000:.0f} ms, network output reused"
+    sizes = " + ".join(f"{w}×{h}" for h, w in analysis.scales)
+    timing = (
+        f"network ran in {network_seconds:.1f} s"
+        if network_seconds is not None
+        else f"redrawn in {seconds * 1000:.0f} ms, network output reused"
+    )
     lines = [
-        f"{found} · `{analysis.source}` {width}×{height} · **{analysis.backbone}** at {aw}×{ah} → {mw}×{mh} map "
+        f"{found} · `{analysis.source}` {width}×{height} · **{settings.backbone}** at {sizes} → {mw}×{mh} map "
         f"· {timing}"
     ]
     lines += [f"⚠️ {notice}" for notice in analysis.notices]
     return "\n\n".join(lines)
 
 
-def analyze_photo(
+def prepared_photo(
     image: str | os.PathLike | None,
-    backbone: str = DEFAULT_BACKBONE,
-    kernel_size: int = DEFAULT_KERNEL_SIZE,
-    threshold: float = DEFAULT_THRESHOLD,
-    box_threshold: float = DEFAULT_BOX_THRESHOLD,
-    resolution: int | str = DEFAULT_RESOLUTION,
-    padding: str = "same",
-    scale_check: bool = DEFAULT_SCALE_CHECK,
+    settings: Settings,
     *,
-    session: Session | None = None,
+    cache: PreparedCache | None = PREPARED,
     on_progress: ProgressCallback | None = None,
-) -> tuple[PhotoView, Session]:
-    """Analyse a photo file, reusing the session's CNN features when only head settings changed.
-
-    Args:
-        image: path of the image file; core decodes it (EXIF orientation, modes, size limits).
-        backbone, kernel_size, threshold, box_threshold, resolution, padding, scale_check: as ``core.analyze``.
-        session: the previous call's session, or None.
-        on_progress: called as ``on_progress(fraction, message)`` before slow steps.
-
-    Returns:
-        What to show, and the session to keep for the next call.
+) -> tuple[Prepared, float | None]:
+    """The photo after the network, from ``cache`` when it holds it; and the seconds the network took (None: cached).
 
     Raises:
-        core.images.ImageError: not an image, unreadable, or too large.
-        ValueError: a setting out of range or an unknown backbone (message names the setting).
+        core.images.ImageError: no image, not an image, unreadable, or too large.
         core.weights.WeightsError: the backbone's weights are missing and could not be downloaded.
     """
-    start = time.perf_counter()
     if image is None:
         raise ImageError("no image: upload a photo, paste one, or pick an example")
     path = os.fspath(image)
-    resolution = parse_resolution(resolution)
-    check_settings(kernel_size, threshold, box_threshold, padding)  # before the network runs, as core.analyze
-    file = _file_stat(path)
-    if session is None or not session.matches(file, backbone, resolution):
-        if on_progress is not None:
-            status = weights_status(BACKBONES[backbone]) if backbone in BACKBONES else ""
-            first = " (downloading its weights first)" if status == "downloads on first use" else ""
-            on_progress(0.0, f"Running {backbone} on the photo{first}…")
-        model = get_model(backbone)  # loaded, or downloaded, outside the lock: the others keep computing meanwhile
-        with _COMPUTE:
-            prepared = prepare(path, model, resolution, source=Path(path).name)
-        session = Session(file, _digest(path), resolution, prepared, time.perf_counter() - start)
-        cnn_ran = True
-    else:
-        cnn_ran = False
+    content = _content_key(path)
+    key = (content, settings.network_key)
+    if content is not None and cache is not None and (prepared := cache.get(key)) is not None:
+        return prepared, None
+    start = time.perf_counter()
+    if on_progress is not None:
+        status = weights_status(get_backbone(settings.backbone)) if settings.backbone in BACKBONES else None
+        first = " (downloading its weights first)" if status is not None and status.will_download else ""
+        on_progress(0.0, f"Running {settings.backbone} on the photo{first}…")
+    model = get_model(settings.backbone)  # loaded, or downloaded, outside the lock: the others keep computing
     with _COMPUTE:
-        analysis = session.prepared.analyze(kernel_size, threshold, box_threshold, padding, scale_check)  # type: ignore[arg-type]
+        prepared = prepare(path, settings, model=model, source=Path(path).name, picture_side=DISPLAY_MAX_SIDE)
+    if content is not None and cache is not None:
+        cache.put(key, prepared)
+    return prepared, time.perf_counter() - start
 
-    shown, picture = _display_scale(analysis, session.prepared.image)
-    pictures = tuple((item.image, item.caption) for item in overlays(shown, picture, limit=MAX_OVERLAYS))
-    boxes = box_view(shown, picture)
-    found = _unique_labels([(c.index, c.label, c.score) for c in analysis.classes])
-    top5 = _unique_labels([(t.index, t.label, t.probability) for t in analysis.top5])
+
+def analyze_photo(
+    image: str | os.PathLike | None,
+    settings: Settings,
+    *,
+    cache: PreparedCache | None = PREPARED,
+    on_progress: ProgressCallback | None = None,
+) -> PhotoView:
+    """Analyse a photo file, reusing the cached network output when only head settings changed.
+
+    Args:
+        image: path of the image file; core decodes it (EXIF orientation, modes, size limits).
+        settings: every analysis setting.
+        cache: where prepared photos are kept between calls (None: keep nothing, as for API calls).
+        on_progress: called as ``on_progress(fraction, message)`` before slow steps.
+
+    Returns:
+        What to show.
+
+    Raises:
+        core.images.ImageError: no image, not an image, unreadable, or too large.
+        core.weights.WeightsError: the backbone's weights are missing and could not be downloaded.
+    """
+    start = time.perf_counter()
+    prepared, network_seconds = prepared_photo(image, settings, cache=cache, on_progress=on_progress)
+    with _COMPUTE:
+        analysis = prepared.analyze(settings)
+        whole = prepared.classifier_top5()
+    drawn = overlays(analysis, prepared.picture, limit=MAX_OVERLAYS)
+    layers = class_map_layers(analysis, prepared.picture.size)
     seconds = time.perf_counter() - start
-    view = PhotoView(
+    return PhotoView(
         analysis=analysis,
-        overlays=pictures,
-        boxes=boxes,
-        found=found,
-        top5=top5,
+        overlays=tuple((item.image, item.caption) for item in drawn),
+        channels=tuple(item.channel for item in drawn),
+        boxes=box_view(analysis, prepared.picture),
+        class_map=(prepared.picture, [(layer.mask * CLASS_MAP_ALPHA, layer.label) for layer in layers]),
+        class_colors={layer.label: "#{:02x}{:02x}{:02x}".format(*layer.color) for layer in layers},
+        found=_unique_labels([(c.channel, c.label, c.score) for c in analysis.classes]),
+        top5=_unique_labels([(t.index, t.label, t.probability) for t in whole]),
         record=analysis.to_dict(),
-        summary=_summary(analysis, session.cnn_seconds, seconds, cnn_ran),
-        cnn_ran=cnn_ran,
+        summary=_summary(analysis, network_seconds, seconds),
+        network_ran=network_seconds is not None,
         seconds=seconds,
     )
-    return view, session
 
 
+# -------------------------------------------------------------------------------------------------------------
+# Probe: what the network sees in one map cell
+# -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProbeView:
+    """The map cell under a point: its top classes (or groups), and the photo with the cell marked.
+
+    Attributes:
+        x, y: the point, in original image pixels.
+        cell: the cell's rectangle (x0, y0, x1, y1) in original image pixels.
+        top: label -> probability, most probable first.
+        entries: the same as plain JSON values (index, label, probability, members, wnid).
+        marked: the screen-sized box view with the cell outlined.
+        seconds: time this call took.
+    """
+
+    x: float
+    y: float
+    cell: tuple[float, float, float, float]
+    top: dict[str, float]
+    entries: tuple[dict[str, Any], ...]
+    marked: Image.Image = field(repr=False)
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (what the ``probe`` API returns)."""
+        return {"x": self.x, "y": self.y, "cell": list(self.cell), "top": list(self.entries)}
+
+
+def probe_photo(
+    image: str | os.PathLike | None,
+    settings: Settings,
+    x: float,
+    y: float,
+    *,
+    on_picture: bool = False,
+    cache: PreparedCache | None = PREPARED,
+) -> ProbeView:
+    """The top 5 classes (or groups, following ``settings.granularity``) of the map cell under (x, y).
+
+    Args:
+        image: path of the image file.
+        settings: every analysis setting (the map is the one these settings give).
+        x, y: a point of the photo, in original image pixels (``on_picture``: in the screen-sized picture's).
+        on_picture: the point was clicked on a picture drawn at screen size.
+        cache: prepared photos (a cached photo answers without running the network).
+
+    Returns:
+        The cell's answer and the photo with the cell marked.
+
+    Raises:
+        ValueError: a point outside the map; ImageError, WeightsError as ``analyze_photo``.
+    """
+    start = time.perf_counter()
+    prepared, _ = prepared_photo(image, settings, cache=cache)
+    height, width = prepared.image_size
+    sx, sy = prepared.picture.width / width, prepared.picture.height / height
+    if on_picture:
+        x, y = (x + 0.5) / sx, (y + 0.5) / sy  # the centre of the clicked screen pixel
+    with _COMPUTE:
+        entries = prepared.probe(x, y, settings)
+        cell = prepared.cell_box(x, y, settings)
+        analysis = prepared.analyze(settings)
+    picture = box_view(analysis, prepared.picture)
+    line = max(2, round(max(picture.size) / 200))
+    ImageDraw.Draw(picture).rectangle(
+        (cell[0] * sx, cell[1] * sy, cell[2] * sx - 1, cell[3] * sy - 1), outline=(0, 200, 255), width=line
+    )
+    return ProbeView(
+        x=float(x),
+        y=float(y),
+        cell=cell,
+        top=_unique_labels([(i, e.label, e.probability) for i, e in enumerate(entries)]),
+        entries=tuple(e.to_dict() for e in entries),
+        marked=picture,
+        seconds=time.perf_counter() - start,
+    )
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Files handed to the browser
+# -------------------------------------------------------------------------------------------------------------
 @functools.cache
 def _json_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="classmap-json-"))
+    folder = Path(tempfile.mkdtemp(prefix="classmap-json-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # the folder goes with the process
+    return folder
 
 
 def write_json(record: dict[str, Any], directory: str | os.PathLike | None = None) -> Path:
     """Write an analysis's JSON to ``<directory>/<content hash>/<stem>.classmap.json`` and return the path.
 
     The same analysis always lands in the same file, so a long demo of slider moves does not pile up copies.
-    ``directory`` defaults to one temporary folder per process.
+    ``directory`` defaults to one temporary folder per process, removed when the process exits.
     """
     directory = _json_dir() if directory is None else directory
     text = json.dumps(record, indent=2) + "\n"
@@ -351,26 +457,20 @@ def write_json(record: dict[str, Any], directory: str | os.PathLike | None = Non
 # Webcam
 # -------------------------------------------------------------------------------------------------------------
 def webcam_frame(
-    frame: np.ndarray | Image.Image | None,
-    backbone: str = DEFAULT_BACKBONE,
-    kernel_size: int = DEFAULT_KERNEL_SIZE,
-    threshold: float = DEFAULT_THRESHOLD,
-    box_threshold: float = DEFAULT_BOX_THRESHOLD,
-    padding: str = "same",
-    resolution: int | str = WEBCAM_RESOLUTION,
-    scale_check: bool = DEFAULT_SCALE_CHECK,
+    frame: np.ndarray | Image.Image | None, settings: Settings
 ) -> tuple[Image.Image | None, dict[str, float]]:
-    """One camera frame: the box view and the whole frame's top 5, at a small analysis size for speed.
+    """One camera frame: the box view and the whole frame's top 5, at ``WEBCAM_RESOLUTION``, one scale.
 
     Raises:
-        core.images.ImageError, ValueError, core.weights.WeightsError: as ``analyze_photo``.
+        core.images.ImageError, core.weights.WeightsError: as ``analyze_photo``.
     """
     if frame is None:
         return None, {}
-    model = get_model(backbone)
+    settings = settings.replace(resolution=WEBCAM_RESOLUTION, scales=1)
+    model = get_model(settings.backbone)
     with _COMPUTE:
-        prepared = prepare(frame, model, resolution, source="webcam")
-        analysis = prepared.analyze(kernel_size, threshold, box_threshold, padding, scale_check)  # type: ignore[arg-type]
-    return box_view(analysis, prepared.image), _unique_labels(
+        prepared = prepare(frame, settings, model=model, source="webcam")
+        analysis = prepared.analyze(settings)
+    return box_view(analysis, prepared.picture), _unique_labels(
         [(t.index, t.label, t.probability) for t in analysis.top5]
     )

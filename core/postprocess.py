@@ -1,0 +1,112 @@
+"""From a map of winners to answers: the classes (or groups) found, and their boxes.
+
+Input: per map cell, the winning channel of a vocabulary (``winner``) and its probability (``max_prob``), as
+``core.analysis`` computes them. Plain numpy; no network runs here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from core.hierarchy import Vocabulary
+from core.results import Box, FoundClass
+
+__all__ = ["find_boxes", "find_classes", "scale_checked"]
+
+# Connectivity for regions: 8-connected (diagonal neighbours join), as MATLAB's regionprops in the seed.
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def find_classes(
+    max_prob: np.ndarray, winner: np.ndarray, threshold: float, vocabulary: Vocabulary
+) -> list[FoundClass]:
+    """Every channel that wins a cell with probability above ``threshold``, by score descending.
+
+    Args:
+        max_prob: per cell, the winning channel's probability.
+        winner: per cell, the winning channel.
+        threshold: the probability a cell must exceed.
+        vocabulary: what the channels stand for.
+
+    Returns:
+        The found classes (or groups), each with its best cell's probability and the fraction of cells it wins.
+    """
+    above = max_prob > threshold
+    found = []
+    for channel in np.unique(winner[above]):
+        channel = int(channel)
+        cells = above & (winner == channel)
+        found.append(
+            FoundClass(
+                index=vocabulary.index(channel),
+                label=vocabulary.labels[channel],
+                score=float(max_prob[cells].max()),
+                members=vocabulary.members[channel],
+                wnid=vocabulary.wnids[channel],
+                channel=channel,
+                area=float(cells.mean()),
+            )
+        )
+    return sorted(found, key=lambda c: (-c.score, c.channel))
+
+
+def scale_checked(
+    classes: list[FoundClass],
+    max_prob: np.ndarray,
+    winner: np.ndarray,
+    view_winner: np.ndarray,
+    box_threshold: float,
+) -> list[FoundClass]:
+    """The found classes that the classifier also picks at its own scale, somewhere in their own regions.
+
+    A class is kept when, in at least one cell where it wins the fine map above ``box_threshold`` (its box
+    regions), it also wins ``view_winner``: the map pooled over the classifier's training view. A part that the
+    network names on its own (a motorbike's disc brake, a temple's bell cote) loses there to the whole object.
+    """
+    return [
+        c for c in classes if ((winner == c.channel) & (max_prob > box_threshold) & (view_winner == c.channel)).any()
+    ]
+
+
+def find_boxes(
+    max_prob: np.ndarray,
+    winner: np.ndarray,
+    found: list[FoundClass],
+    box_threshold: float,
+    extent: tuple[float, float, float, float],
+    image_size: tuple[int, int],
+) -> list[Box]:
+    """Boxes around the 8-connected regions where each found class wins above ``box_threshold``.
+
+    Args:
+        max_prob, winner: the map, as for ``find_classes``.
+        found: the classes (or groups) to box.
+        box_threshold: the probability a cell must exceed to be part of a region.
+        extent: the rectangle of the original image (x0, y0, x1, y1) that the map spans.
+        image_size: (width, height) of the original image.
+
+    Returns:
+        Boxes in original image pixels, integers, x2/y2 exclusive, clipped to the image; best score first.
+    """
+    width, height = image_size
+    rows, cols = max_prob.shape
+    x0, y0, x1, y1 = extent
+    cell_w, cell_h = (x1 - x0) / cols, (y1 - y0) / rows
+    boxes = []
+    for entry in found:
+        mask = (winner == entry.channel) & (max_prob > box_threshold)
+        labels, _ = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+        for region, slices in enumerate(ndimage.find_objects(labels), start=1):
+            rs, cs = slices
+            score = float(max_prob[slices][labels[slices] == region].max())
+            box = (
+                max(0, math.floor(x0 + cs.start * cell_w)),
+                max(0, math.floor(y0 + rs.start * cell_h)),
+                min(width, math.ceil(x0 + cs.stop * cell_w)),
+                min(height, math.ceil(y0 + rs.stop * cell_h)),
+            )
+            boxes.append(Box(entry.index, entry.label, score, entry.members, entry.wnid, entry.channel, box=box))
+    return sorted(boxes, key=lambda b: (-b.score, b.channel, b.box))
