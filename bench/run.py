@@ -25,6 +25,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "memory": ("bench.memory", "run"),
     "webcam": ("bench.live", "run_webcam"),
     "app": ("bench.live", "run_app"),
+    "folder": ("bench.folder", "run"),
 }
 DEFAULT_OUTPUT = ROOT / "BENCHMARKS.md"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,14 +39,15 @@ def check_record(record: dict, source: str, width: int, height: int) -> None:
     scores = [c["score"] for c in record["classes"]]
     assert scores == sorted(scores, reverse=True)
     for c in record["classes"]:
-        assert set(c) == {"index", "label", "score", "area"}
-        assert IMAGENET_CATEGORIES[c["index"]] == c["label"]
+        assert set(c) == {"index", "label", "score", "area", "members", "wnid"}
+        check_class(c)
         assert record["threshold"] < c["score"] <= 1
         assert 0 < c["area"] <= 1 and abs(c["area"] * cells - round(c["area"] * cells)) < 1e-6
-    found = {c["index"] for c in record["classes"]}
+    found = {c["label"] for c in record["classes"]}
     for b in record["boxes"]:
-        assert set(b) == {"index", "label", "score", "box"}
-        assert b["index"] in found and IMAGENET_CATEGORIES[b["index"]] == b["label"]
+        assert set(b) == {"index", "label", "score", "box", "members", "wnid"}
+        assert b["label"] in found
+        check_class(b)
         assert record["box_threshold"] < b["score"] <= 1
         x1, y1, x2, y2 = b["box"]
         assert all(isinstance(v, int) for v in b["box"])
@@ -54,6 +57,15 @@ def check_record(record: dict, source: str, width: int, height: int) -> None:
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
     for t in record["top5"]:
         assert set(t) == {"index", "label", "probability"} and IMAGENET_CATEGORIES[t["index"]] == t["label"]
+
+
+def check_class(entry: dict) -> None:
+    """A class (its index, ``members == [index]``) or a group (index null, several members); a WordNet id."""
+    assert re.fullmatch(r"n\d{8}", entry["wnid"])
+    if entry["index"] is None:
+        assert len(entry["members"]) > 1 and all(0 <= m < 1000 for m in entry["members"])
+    else:
+        assert IMAGENET_CATEGORIES[entry["index"]] == entry["label"] and entry["members"] == [entry["index"]]
 
 
 @pytest.mark.slow
@@ -132,3 +144,164 @@ def test_backbones_lists_every_name_offline_or_not():
 def test_help_runs():
     result = run("--help")
     assert result.returncode == 0 and "analyze" in result.stdout and "backbones" in result.stdout
+
+
+# Outputs never destroy inputs, and say which option is wrong (issue 15.4, 15.5)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _small_copy(source: Path, target: Path, width: int) -> Path:
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        image.convert("RGB").resize((width, round(width * image.height / image.width))).save(target)
+    return target
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line_naming(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.mark.parametrize("how", ["the same path", "a symbolic link to it", "a hard link to it"])
+def test_json_over_an_input_is_refused_before_any_analysis(examples, tmp_path, how):
+    photo = _small_copy(examples / "chelsea.png", tmp_path / "x.png", 96)
+    target = {"the same path": photo, "a symbolic link to it": tmp_path / "y.json", "a hard link to it": tmp_path / "z"}
+    target = target[how]
+    if how == "a symbolic link to it":
+        target.symlink_to(photo)
+    elif how == "a hard link to it":
+        os.link(photo, target)
+    before = _tree(tmp_path)
+    result = run("analyze", str(photo), "--json", str(target))
+    _one_line_naming(result, "--json", str(target), str(photo))
+    assert _tree(tmp_path) == before  # the photo is whole, nothing was written
+
+
+@pytest.mark.parametrize("clobbered", ["x_boxes.png", "x.json", "x_tabby.png"])
+def test_out_over_an_input_is_refused_before_any_analysis(examples, tmp_path, clobbered):
+    folder = tmp_path / "d"
+    photo = _small_copy(examples / "chelsea.png", folder / "x.png", 96)
+    other = folder / clobbered
+    other.write_bytes(photo.read_bytes())  # an image (or anything) whose name x's outputs would take
+    before = _tree(tmp_path)
+    result = run("analyze", str(photo), str(other), "--out", str(folder))
+    _one_line_naming(result, "--out", str(other))
+    assert _tree(tmp_path) == before
+
+
+def test_json_inside_out_with_an_output_name_is_refused(examples, tmp_path):
+    photo = _small_copy(examples / "chelsea.png", tmp_path / "x.png", 96)
+    result = run("analyze", str(photo), "--out", str(tmp_path / "o"), "--json", str(tmp_path / "o" / "x.json"))
+    _one_line_naming(result, "--json", "--out", "x.json")
+    assert not (tmp_path / "o").exists()
+
+
+JSON_UNWRITABLE = {
+    "missing folder": (lambda tmp: tmp / "no" / "such" / "r.jsonl", "does not exist"),
+    "a directory": (lambda tmp: tmp, "is a directory"),
+    "/proc/version": (lambda tmp: Path("/proc/version"), "read-only"),
+    "a read-only file": (lambda tmp: _read_only(tmp / "old.jsonl"), "read-only"),
+}
+
+
+def _read_only(path: Path) -> Path:
+    path.write_text("{}\n")
+    path.chmod(0o444)
+    return path
+
+
+@pytest.mark.parametrize("case", list(JSON_UNWRITABLE))
+def test_json_that_cannot_be_written_is_one_line_and_exit_2(examples, tmp_path, case):
+    where, reason = JSON_UNWRITABLE[case]
+    target = where(tmp_path)
+    if not target.parent.exists() and case == "/proc/version":
+        pytest.skip("no /proc")
+    before = target.read_bytes() if target.is_file() else None
+    result = run("analyze", str(_small_copy(examples / "chelsea.png", tmp_path / "x.png", 96)), "--json", str(target))
+    _one_line_naming(result, "--json", str(target), reason)
+    if before is not None:
+        assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("case", ["an existing file", "a folder under a file"])
+def test_out_that_cannot_be_a_folder_is_one_line_and_exit_2(examples, tmp_path, case):
+    photo = _small_copy(examples / "chelsea.png", tmp_path / "x.png", 96)
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "taken" if case == "an existing file" else tmp_path / "taken" / "sub"
+    result = run("analyze", str(photo), "--out", str(out))
+    _one_line_naming(result, "--out", str(out), "is a file" if case == "an existing file" else "cannot write")
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+@pytest.mark.slow
+def test_same_names_in_different_folders_get_their_own_outputs(examples, tmp_path):
+    first = _small_copy(examples / "chelsea.png", tmp_path / "a" / "photo.png", 240)
+    second = _small_copy(examples / "cat_and_coffee.jpg", tmp_path / "b" / "photo.png", 360)
+    third = _small_copy(examples / "chelsea.png", tmp_path / "photo.jpg", 120)  # the same stem, another extension
+    out = tmp_path / "o"
+    result = run("analyze", str(first), str(second), str(third), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    widths = {
+        stem: json.loads((out / f"{stem}.json").read_text())["image"]["width"]
+        for stem in ("photo", "photo-2", "photo-3")
+    }
+    assert widths == {"photo": 240, "photo-2": 360, "photo-3": 120}
+    from PIL import Image
+
+    for stem, width in widths.items():
+        pictures = list(out.glob(f"{stem}_*.png"))
+        assert out / f"{stem}_boxes.png" in pictures
+        for picture in pictures:  # no picture of one image among another's
+            assert Image.open(picture).width == width, picture.name
+    assert "photo-2" in result.stderr and "photo-3" in result.stderr  # says which input got which name
+
+
+@pytest.mark.slow
+def test_a_link_inside_out_is_replaced_never_followed(examples, tmp_path):
+    photo = _small_copy(examples / "chelsea.png", tmp_path / "x.png", 200)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.json").write_text("precious\n")
+    (outside / "keep.png").write_text("precious too\n")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "x.json").symlink_to(outside / "keep.json")
+    (out / "x_boxes.png").symlink_to(outside / "keep.png")
+    result = run("analyze", str(photo), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (outside / "keep.json").read_text() == "precious\n"
+    assert (outside / "keep.png").read_text() == "precious too\n"
+    assert not (out / "x.json").is_symlink() and json.loads((out / "x.json").read_text())["image"]["width"] == 200
+    assert not (out / "x_boxes.png").is_symlink()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+# A FIFO or a device as an image (issue 15.7); a directory is the API's case (tests/test_inputs.py): the CLI reads
+# a folder argument as the images in it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="needs FIFOs and /dev/zero")
+def test_a_fifo_and_a_device_are_each_named_for_what_they_are(examples, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it would block the CLI until something writes to it
+    photo = _small_copy(examples / "chelsea.png", tmp_path / "x.png", 160)
+    result = run("analyze", str(fifo), "/dev/zero", str(photo), "--json", "-")
+    assert result.returncode == 1, result.stderr  # some images failed, the others were analysed
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["image"]["source"] for r in records] == ["pipe.png", "zero", "x.png"]
+    assert "pipe.png: is not a regular file" in records[0]["error"]
+    assert "zero: is not a regular file" in records[1]["error"]
+    assert "error" not in records[2] and records[2]["image"]["width"] == 160
+    assert "no such file" not in result.stderr and "Traceback" not in result.stderr
