@@ -16,6 +16,7 @@ from core.render import box_view, overlay, overlays, upsample
 from core.results import Analysis, FoundClass
 
 CATS = vocabulary("class", IMAGENET_CATEGORIES)
+SEED = core.Settings.preset("seed", backbone="efficientnet_lite0", resolution=300)
 GROUPS = vocabulary("group", IMAGENET_CATEGORIES)
 
 
@@ -94,7 +95,8 @@ def test_analysis_size_rule():
 
 @pytest.fixture(scope="module")
 def prepared(examples):
-    return core.prepare(examples / "cat_and_coffee.jpg", core.Settings(backbone="efficientnet_lite0", resolution=300))
+    """The seed's settings (classes, one scale) with Lite0 at 300 px: what the tests below reason about."""
+    return core.prepare(examples / "cat_and_coffee.jpg", SEED)
 
 
 def test_real_photo_finds_the_cat_and_the_coffee_where_they_are(prepared):
@@ -112,7 +114,7 @@ def test_real_photo_finds_the_cat_and_the_coffee_where_they_are(prepared):
 )
 def test_reanalysis_from_cached_features_equals_a_fresh_analysis(prepared, examples, settings):
     again = prepared.analyze(**settings)
-    fresh = core.analyze(examples / "cat_and_coffee.jpg", "efficientnet_lite0", resolution=300, **settings)
+    fresh = core.analyze(examples / "cat_and_coffee.jpg", settings=SEED, **settings)
     assert again.to_dict() == fresh.to_dict()
     np.testing.assert_array_equal(again.max_prob, fresh.max_prob)
 

@@ -102,16 +102,22 @@ def test_api_calls_are_stateless_and_the_probe_reads_the_cell_under_a_point(url,
     alice, bob = Client(url, verbose=False), Client(url, verbose=False)
     path = examples / "cat_and_coffee.jpg"
     start = time.perf_counter()
-    first = analyze(alice, path, threshold=0.5, scales=1)
+    first = analyze(alice, path, threshold=0.5, scales=1, granularity="class")
     first_s = time.perf_counter() - start
     assert len(cnn_calls) == 1 and "network ran" in first[-2]
-    moved = analyze(alice, path, threshold=0.6, scales=1)  # nothing was kept for a script: the network runs again
+    moved = analyze(alice, path, threshold=0.6, scales=1, granularity="class")  # nothing kept: the network runs again
     assert len(cnn_calls) == 2 and moved[-1]["threshold"] == 0.6
     analyze(bob, examples / "coffee.png", scales=1)  # another client, another photo, its own answer
 
     box = next(b for b in first[-1]["boxes"] if b["label"] == "espresso")
     x, y = (box["box"][0] + box["box"][2]) / 2, (box["box"][1] + box["box"][3]) / 2
-    settings = {"backbone": "efficientnet_lite0", "kernel_size": 3, "threshold": 0.5, "scales": 1}
+    settings = {
+        "backbone": "efficientnet_lite0",
+        "kernel_size": 3,
+        "threshold": 0.5,
+        "scales": 1,
+        "granularity": "class",
+    }
     start = time.perf_counter()
     _, marked, answer = alice.predict(image=handle_file(str(path)), x=x, y=y, **settings, api_name="/probe")
     probe_s = time.perf_counter() - start

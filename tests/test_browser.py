@@ -73,6 +73,11 @@ def test_a_presenters_tour(page, tmp_path, examples):
             arg=word,
         )
 
+    # The seed article's settings (classes, one scale, threshold 0.85), one click away under Advanced.
+    page.get_by_role("button", name=re.compile("^Advanced: box threshold")).click()
+    page.locator("#preset-seed").click()
+    wait_for_summary(page, "above 0.85", "network ran", "at 961×320 →")  # one scale now: the network runs again
+
     # Lower the threshold: more heat maps, from the same network output.
     page.locator("#threshold input[type=range]").fill("0.5")
     wait_for_summary(page, "above 0.50", "network output reused")

@@ -75,7 +75,7 @@ def test_json_lines_on_stdout_and_nothing_else(examples, tmp_path):
     text = tmp_path / "notes.jpg"
     text.write_text("this is not an image")
     images = [examples / "cat_and_coffee.jpg", tmp_path / "missing.png", bad, text, examples / "chelsea.png"]
-    result = run("analyze", *map(str, images), "--json", "-", "--resolution", "native")
+    result = run("analyze", *map(str, images), "--json", "-", "--resolution", "native", "--preset", "seed")
     assert result.returncode == 1, result.stderr  # some images failed, the others are still done
     lines = result.stdout.splitlines()
     records = [json.loads(line) for line in lines]  # stdout holds JSON Lines and nothing else
@@ -92,7 +92,9 @@ def test_json_lines_on_stdout_and_nothing_else(examples, tmp_path):
 @pytest.mark.slow
 def test_out_writes_json_box_view_and_one_overlay_per_class(examples, tmp_path):
     out = tmp_path / "out"
-    result = run("analyze", str(examples / "cat_and_coffee.jpg"), "--out", str(out), "--resolution", "native")
+    result = run(
+        "analyze", str(examples / "cat_and_coffee.jpg"), "--out", str(out), "--resolution", "native", "--preset", "seed"
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads((out / "cat_and_coffee.json").read_text())
     check_record(record, "cat_and_coffee.jpg", 901, 300)
