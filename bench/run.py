@@ -26,6 +26,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "webcam": ("bench.live", "run_webcam"),
     "app": ("bench.live", "run_app"),
     "folder": ("bench.folder", "run"),
+    "explorer": ("bench.explorer", "run"),
 }
 DEFAULT_OUTPUT = ROOT / "BENCHMARKS.md"
 

@@ -125,7 +125,7 @@ def test_exif_rotated_jpeg_is_analysed_upright_with_boxes_in_the_upright_frame(t
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
     path = tmp_path / "sideways.jpg"
     stored.save(path, quality=92, exif=exif.tobytes())
-    result = core.analyze(path, resolution="native")
+    result = core.analyze(path, settings=core.Settings.preset("seed", resolution="native"))
     assert result.image_size == (300, 901)
     espresso = [b for b in result.boxes if b.label == "espresso"]
     assert espresso and all((b.box[0] + b.box[2]) / 2 > 451 for b in espresso)  # the cup is on the right

@@ -274,7 +274,7 @@ def test_fewer_scales_equal_a_prepare_with_fewer_scales_and_regrouping_equals_co
     alone = core.prepare(scene.image, core.Settings(resolution=320, scales=1))
     settings = core.Settings(resolution=320, scales=1, kernel_size=3, granularity="group")
     np.testing.assert_array_equal(one.maps(settings).probabilities, alone.maps(settings).probabilities)
-    two = core.Settings(resolution=320, scales=2, kernel_size=3)
+    two = core.Settings(resolution=320, scales=2, kernel_size=3, granularity="class")
     fused = prepared.maps(two.replace(granularity="group"))
     max_prob, winner, vocab = regroup(prepared.maps(two).probabilities, DEFAULT_MIN_MEMBERS, MAX_GROUP_MEMBERS)
     np.testing.assert_allclose(max_prob, fused.max_prob, atol=1e-5)

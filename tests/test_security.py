@@ -107,7 +107,7 @@ def test_uploaded_files_are_still_analysed(app_url) -> None:
         image=handle_file(str(ROOT / "examples" / "chelsea.png")),
         backbone="efficientnet_lite2",
         kernel_size=3,
-        threshold=0.85,
+        threshold=0.5,
         api_name="/analyze",
     )[-1]
     assert record["image"]["source"] == "chelsea.png"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import ctypes
 import functools
 import hashlib
 import json
@@ -175,6 +176,28 @@ class PreparedCache:
 PREPARED = PreparedCache()
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_memory() -> None:
+    """Give the network's freed working memory back to the system (glibc keeps it in per-thread pools otherwise).
+
+    Every Gradio worker thread gets its own allocator arena; a four-scale analysis frees a few hundred MB of
+    activations into the arena of whichever thread ran it, so after 20 concurrent clients the server held 1.6 GB
+    more than before, all of it free. ``malloc_trim`` returns it; it costs a few milliseconds after a network run.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 @functools.lru_cache(maxsize=256)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
     # Keyed by the file's stat too: a path that is rewritten gets hashed again.
@@ -328,6 +351,8 @@ def analyze_photo(
     with _COMPUTE:
         analysis = prepared.analyze(settings)
         whole = prepared.classifier_top5()
+    if network_seconds is not None:
+        _release_memory()
     drawn = overlays(analysis, prepared.picture, limit=MAX_OVERLAYS)
     layers = class_map_layers(analysis, prepared.picture.size)
     seconds = time.perf_counter() - start
