@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "chromium_path", "free_port", "open_page"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "chromium_path", "click_to_probe", "free_port", "open_page"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -66,3 +66,31 @@ def open_page(
             yield page
         finally:
             browser.close()
+
+
+def click_to_probe(page: Any, fx: float, fy: float, attempts: int = 5) -> float:
+    """Click the box view at (fx, fy) of its size and wait for the probe's answer; seconds from the click.
+
+    A click that lands while the picture is still being replaced (Gradio's loading overlay lies over it) reaches
+    no one, as it would for a person: wait for the overlay to go, and click again if no answer comes.
+    """
+    import time
+
+    for _ in range(attempts):
+        page.wait_for_function("() => !document.querySelector('#boxes .wrap:not(.hide)')")
+        before = page.locator("#boxes img").get_attribute("src")
+        box = page.locator("#boxes img").bounding_box()
+        start = time.perf_counter()
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+        try:
+            page.wait_for_function(
+                "before => (document.querySelector('#probe')?.innerText ?? '').includes('%')"
+                " && document.querySelector('#boxes img')?.getAttribute('src') !== before",
+                arg=before,
+                timeout=10_000,
+            )
+            return time.perf_counter() - start
+        except Exception as error:  # Playwright's TimeoutError: click again
+            if type(error).__name__ != "TimeoutError":
+                raise
+    raise TimeoutError(f"no probe answer after {attempts} clicks")

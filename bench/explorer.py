@@ -12,7 +12,7 @@ import statistics
 import time
 
 import core
-from bench.browser import chromium_path, free_port, open_page
+from bench.browser import chromium_path, click_to_probe, free_port, open_page
 from bench.common import EXAMPLES as EXAMPLES_DIR
 from bench.common import Config, model
 from bench.report import Goal, Section, Table, ms
@@ -52,19 +52,7 @@ def _slider_moves(page, values: list[str]) -> list[float]:
 
 
 def _probes(page, count: int) -> list[float]:
-    seconds = []
-    box = page.locator("#boxes img").bounding_box()
-    for i in range(count):
-        before = page.locator("#boxes img").get_attribute("src")
-        start = time.perf_counter()
-        page.mouse.click(box["x"] + box["width"] * (0.3 + 0.1 * (i % 5)), box["y"] + box["height"] * 0.5)
-        page.wait_for_function(
-            "before => (document.querySelector('#probe')?.innerText ?? '').includes('%')"
-            " && document.querySelector('#boxes img')?.getAttribute('src') !== before",
-            arg=before,
-        )
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return [click_to_probe(page, 0.3 + 0.1 * (i % 5), 0.5) for i in range(count)]
 
 
 def _webcam_rate(page, seconds: float) -> tuple[float, str]:

@@ -29,7 +29,7 @@ from core.hierarchy import Vocabulary, vocabulary
 from core.images import load_image
 from core.model import ClassMapModel
 from core.postprocess import find_boxes, find_classes, scale_checked
-from core.results import Analysis, TopClass, json_fields, readonly
+from core.results import Analysis, TopClass, readonly
 from core.settings import MIN_RESOLUTION, Settings
 
 __all__ = [
@@ -113,18 +113,17 @@ def pyramid(width: int, height: int, settings: Settings) -> tuple[tuple[tuple[in
 
 
 @dataclass(frozen=True)
-class CellEntry:
-    """One class (or group) of the probability distribution in one map cell (what the probe shows)."""
+class CellEntry(TopClass):
+    """One class (or group) of the probability distribution in one map cell (what the probe shows).
 
-    index: int | None
-    label: str
-    probability: float
-    members: tuple[int, ...]
-    wnid: str
+    Attributes:
+        index, label, probability: as ``TopClass`` (``index`` is None for a group).
+        members: the ImageNet class indices it stands for.
+        wnid: its WordNet 3.0 id.
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values."""
-        return json_fields(self)
+    members: tuple[int, ...] = ()
+    wnid: str = ""
 
 
 class FusedMap:

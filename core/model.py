@@ -334,19 +334,7 @@ class ClassMapModel(nn.Module):
         return self.head(self.features(x), kernel_size, padding)
 
     def prob_map(self, x: Tensor, kernel_size: int, padding: Padding = "same") -> Tensor:
-        """Softmax of ``logit_map`` over the classes (dim 1).
-
-        Args:
-            x: a preprocessed batch, N x 3 x H x W.
-            kernel_size: the averaging window, in feature cells.
-            padding: "same" or "valid".
-
-        Returns:
-            N x 1000 x h' x w' probabilities, summing to 1 over dim 1.
-
-        Raises:
-            ValueError: see ``head``.
-        """
+        """``logit_map``'s softmax over the classes (dim 1): N x 1000 x h' x w', arguments and errors as there."""
         return self.logit_map(x, kernel_size, padding).softmax(dim=1)
 
     def global_logits(self, features: Tensor) -> Tensor:

@@ -269,6 +269,28 @@ def _torchvision_weights(name: str) -> TorchvisionWeights:
     return TorchvisionWeights(tvm.get_model_weights(name).DEFAULT.url)
 
 
+def _from_torchvision(
+    name: str,
+    features: str,
+    head: tuple[str, ...],
+    summary: str,
+    *,
+    build: Callable[[], nn.Module] | None = None,
+    **extra,
+) -> Backbone:
+    """A torchvision classifier with torchvision's pretrained ImageNet weights (downloaded on first use)."""
+    return Backbone(
+        name,
+        build or _torchvision(name),
+        features=features,
+        head=head,
+        normalization=TORCHVISION_NORMALIZATION,
+        weights=_torchvision_weights(name),
+        summary=summary,
+        **extra,
+    )
+
+
 def _timm(name: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import timm  # half a second to import: only when a timm network is built
@@ -319,73 +341,32 @@ _ENTRIES = [
         ),
         summary="SqueezeNet 1.1, Caffe weights, 1.2M params, 58% top-1 (embedded weights)",
     ),
-    Backbone(
+    # Built as torchvision builds the pretrained model: input transform on, no auxiliary classifiers.
+    _from_torchvision(
         "googlenet",
-        # Built as torchvision builds the pretrained model: input transform on, no auxiliary classifiers.
-        _torchvision("googlenet", aux_logits=False, transform_input=True, init_weights=True),
-        features="inception5b",
-        head=("dropout", "fc"),
-        normalization=TORCHVISION_NORMALIZATION,
-        weights=_torchvision_weights("googlenet"),
+        "inception5b",
+        ("dropout", "fc"),
+        "GoogLeNet (the seed article's network), 6.6M params, 69.8% top-1",
         fix_state_dict=_drop_aux_heads,
-        summary="GoogLeNet (the seed article's network), 6.6M params, 69.8% top-1",
+        build=_torchvision("googlenet", aux_logits=False, transform_input=True, init_weights=True),
     ),
-    Backbone(
-        "resnet50",
-        _torchvision("resnet50"),
-        features="layer4",
-        head=("fc",),
-        normalization=TORCHVISION_NORMALIZATION,
-        weights=_torchvision_weights("resnet50"),
-        summary="ResNet-50 (IMAGENET1K_V2), 25.6M params, 80.9% top-1",
+    _from_torchvision("resnet50", "layer4", ("fc",), "ResNet-50 (IMAGENET1K_V2), 25.6M params, 80.9% top-1"),
+    _from_torchvision(
+        "mobilenet_v3_large", "features", ("classifier",), "MobileNetV3-Large (IMAGENET1K_V2), 5.5M params, 75.3% top-1"
     ),
-    Backbone(
-        "mobilenet_v3_large",
-        _torchvision("mobilenet_v3_large"),
-        features="features",
-        head=("classifier",),
-        normalization=TORCHVISION_NORMALIZATION,
-        weights=_torchvision_weights("mobilenet_v3_large"),
-        summary="MobileNetV3-Large (IMAGENET1K_V2), 5.5M params, 75.3% top-1",
-    ),
-    Backbone(
-        "efficientnet_b0",
-        _torchvision("efficientnet_b0"),
-        features="features",
-        head=("classifier",),
-        normalization=TORCHVISION_NORMALIZATION,
-        weights=_torchvision_weights("efficientnet_b0"),
-        summary="EfficientNet-B0, 5.3M params, 77.7% top-1",
-    ),
-    Backbone(
+    _from_torchvision("efficientnet_b0", "features", ("classifier",), "EfficientNet-B0, 5.3M params, 77.7% top-1"),
+    # DenseNet applies a functional ReLU after its last norm, in forward(): keep it.
+    _from_torchvision(
         "densenet121",
-        _torchvision("densenet121"),
-        features="relu",  # DenseNet applies a functional ReLU after its last norm, in forward(): keep it.
-        head=("classifier",),
-        normalization=TORCHVISION_NORMALIZATION,
-        weights=_torchvision_weights("densenet121"),
+        "relu",
+        ("classifier",),
+        "DenseNet-121, 8.0M params, 74.4% top-1",
         fix_state_dict=_rename_old_densenet_keys,
-        summary="DenseNet-121, 8.0M params, 74.4% top-1",
     ),
-    Backbone(
-        "convnext_tiny",
-        _torchvision("convnext_tiny"),
-        features="features",
-        head=("classifier",),  # LayerNorm2d -> Flatten -> Linear: the norm runs per location too
-        normalization=TORCHVISION_NORMALIZATION,
-        weights=_torchvision_weights("convnext_tiny"),
-        summary="ConvNeXt-Tiny, 28.6M params, 82.5% top-1",
-    ),
-    Backbone(
-        "vgg16",
-        _torchvision("vgg16"),
-        features="features",
-        head=("classifier",),  # fc6 sees a 7x7 window: it becomes a 7x7 conv (the classic FCN form)
-        normalization=TORCHVISION_NORMALIZATION,
-        weights=_torchvision_weights("vgg16"),
-        pool_grid=7,
-        summary="VGG-16, 138M params, 71.6% top-1",
-    ),
+    # LayerNorm2d -> Flatten -> Linear: the norm runs per location too
+    _from_torchvision("convnext_tiny", "features", ("classifier",), "ConvNeXt-Tiny, 28.6M params, 82.5% top-1"),
+    # fc6 sees a 7x7 window: it becomes a 7x7 conv (the classic FCN form)
+    _from_torchvision("vgg16", "features", ("classifier",), "VGG-16, 138M params, 71.6% top-1", pool_grid=7),
 ]
 
 BACKBONES: dict[str, Backbone] = {entry.name: entry for entry in _ENTRIES}

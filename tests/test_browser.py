@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.browser import open_page
+from bench.browser import click_to_probe, open_page
 from core import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.app, pytest.mark.slow]
@@ -52,13 +52,7 @@ def test_a_presenters_tour(page, tmp_path, examples):
     assert "%" in page.locator("#top5").inner_text()
 
     # Point and ask: a click on the box view shows that patch's top 5, from the kept maps, and marks the cell.
-    before_click = page.locator("#boxes img").get_attribute("src")
-    box = page.locator("#boxes img").bounding_box()
-    start = time.perf_counter()
-    page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.4)  # the cup, right of the cat
-    page.wait_for_function("() => (document.querySelector('#probe')?.innerText ?? '').includes('%')")
-    probe_ms = (time.perf_counter() - start) * 1000
-    assert page.locator("#boxes img").get_attribute("src") != before_click  # the cell is marked
+    probe_ms = 1000 * click_to_probe(page, 0.8, 0.4)  # the cup, right of the cat; the cell gets marked
     print(f"\nprobe: {probe_ms:.0f} ms from the click to the answer on the page")
 
     # Classes or groups: the same map summed within WordNet groups (or not), no network run; and back.

@@ -22,6 +22,7 @@ import gradio as gr
 from core.images import ImageError
 from core.settings import KERNEL_SIZES, MAX_SCALES, PADDINGS, Settings
 from core.weights import WeightsError
+from ui import handlers
 from ui.components import (
     EXAMPLES_DIR,
     CameraInput,
@@ -31,16 +32,6 @@ from ui.components import (
     SettingRadio,
     SettingSlider,
 )
-from ui.handlers import (
-    RESOLUTION_CHOICES,
-    WEBCAM_RESOLUTION,
-    analyze_photo,
-    backbone_choices,
-    friendly_error,
-    probe_photo,
-    webcam_frame,
-    write_json,
-)
 
 __all__ = ["EXAMPLES_DIR", "build_app", "launch_options", "serve"]
 
@@ -49,7 +40,7 @@ CSS_PATH = Path(__file__).resolve().parent / "style.css"
 MAX_FILE_SIZE = "25mb"
 FAILURES = (ImageError, ValueError, WeightsError, OSError)  # as the CLI; ImageError is a ValueError
 # The webcam: how often the browser sends a frame (s), and the size it captures (smaller frames cost less to encode,
-# send and decode; they are analysed at WEBCAM_RESOLUTION anyway). Measured in Chromium: see BENCHMARKS.md.
+# send and decode; they are analysed at ui.handlers.WEBCAM_RESOLUTION anyway). Measured in Chromium: see BENCHMARKS.md.
 WEBCAM_STREAM_EVERY = 0.1
 WEBCAM_CONSTRAINTS = {"video": {"width": {"ideal": 320}, "height": {"ideal": 240}}}
 RATE_WINDOW = 20  # frames the shown frame rate is averaged over
@@ -92,14 +83,27 @@ Moving a slider does not run the network again: the app keeps its output and onl
 EMPTY_HINT = "Pick an example photo, or drop, paste or upload your own, on the left."
 
 WEBCAM_HELP = f"""\
-Point the camera at things and press **Record**. Each frame is analysed at {WEBCAM_RESOLUTION} px (short side), \
-one scale, with the network and sliders chosen above; boxes show where a class wins above the box threshold."""
+Point the camera at things and press **Record**. Each frame is analysed at {handlers.WEBCAM_RESOLUTION} px \
+(short side), one scale, with the network and sliders chosen above; boxes show where a class wins above the box \
+threshold."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Events: thin adapters from Gradio's values to ui.handlers and back
 # ---------------------------------------------------------------------------------------------------------------
 SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(Settings))
+# The settings' controls in the order the page's events pass them (the API events name them one by one).
+CONTROLS = (
+    "backbone",
+    "kernel_size",
+    "threshold",
+    "box_threshold",
+    "resolution",
+    "padding",
+    "scale_check",
+    "granularity",
+    "scales",
+)
 
 
 def settings_from(arguments: dict[str, Any]) -> Settings:
@@ -119,7 +123,9 @@ def settings_from(arguments: dict[str, Any]) -> Settings:
 
 def _failed(error: Exception, backbone: Any, title: str) -> gr.Error:
     return gr.Error(
-        friendly_error(error, backbone if isinstance(backbone, str) else None), title=title, print_exception=False
+        handlers.friendly_error(error, backbone if isinstance(backbone, str) else None),
+        title=title,
+        print_exception=False,
     )
 
 
@@ -161,7 +167,7 @@ def analyze(
     if image is None:
         return [], None, None, None, None, None, EMPTY_HINT, None
     try:
-        view = analyze_photo(
+        view = handlers.analyze_photo(
             image, settings, cache=None, on_progress=lambda fraction, message: progress(fraction, desc=message)
         )
     except FAILURES as error:
@@ -172,7 +178,7 @@ def analyze(
         gr.update(value=view.class_map, color_map=view.class_colors),
         view.found or None,
         view.top5,
-        str(write_json(view.record)),
+        str(handlers.write_json(view.record)),
         view.summary,
         view.record,
     )
@@ -180,27 +186,24 @@ def analyze(
 
 def show(
     image: str | None,
-    backbone: str,
-    kernel_size: float,
-    threshold: float,
-    box_threshold: float,
-    resolution: int | str,
-    padding: str,
-    scale_check: bool,
-    granularity: str,
-    scales: float,
-    selected: int | None,
+    *values: Any,
     progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
 ) -> tuple[Any, ...]:
-    """The page's analysis: the network's output is kept for the sliders; the gallery stays on the picked class."""
-    settings = settings_from(locals())
+    """The page's analysis: the network's output is kept for the sliders; the gallery stays on the picked class.
+
+    ``values`` are the controls' values in ``CONTROLS`` order, then the channel picked last in the gallery.
+    """
+    *controls, selected = values
+    settings = settings_from(dict(zip(CONTROLS, controls, strict=True)))
     if image is None:
         empty = gr.update(value=[], selected_index=None)
         return empty, None, None, None, None, None, EMPTY_HINT, None, (), gr.update()
     try:
-        view = analyze_photo(image, settings, on_progress=lambda fraction, message: progress(fraction, desc=message))
+        view = handlers.analyze_photo(
+            image, settings, on_progress=lambda fraction, message: progress(fraction, desc=message)
+        )
     except FAILURES as error:
-        raise _failed(error, backbone, "Could not analyse this image") from error
+        raise _failed(error, settings.backbone, "Could not analyse this image") from error
     shown = view.channels.index(selected) if selected in view.channels else 0
     return (
         # gr.update, not gr.Gallery(...): a component built here would encode every picture once more.
@@ -209,7 +212,7 @@ def show(
         gr.update(value=view.class_map, color_map=view.class_colors),
         view.found or None,
         view.top5,
-        str(write_json(view.record)),
+        str(handlers.write_json(view.record)),
         view.summary,
         view.record,
         view.channels,
@@ -248,7 +251,7 @@ def probe(
     except (TypeError, ValueError):
         raise gr.Error("x and y must be numbers (pixels of the image)", print_exception=False) from None
     try:
-        view = probe_photo(image, settings, *point)
+        view = handlers.probe_photo(image, settings, *point)
     except FAILURES as error:
         raise _failed(error, backbone, "Could not probe this point") from error
     return view.top, view.marked, view.to_dict()
@@ -272,7 +275,7 @@ def probe_click(
     if image is None or not event.index:
         return gr.update(), gr.update()
     try:
-        view = probe_photo(image, settings, *event.index, on_picture=True)
+        view = handlers.probe_photo(image, settings, *event.index, on_picture=True)
     except FAILURES as error:
         raise _failed(error, backbone, "Could not probe this point") from error
     return view.top, view.marked
@@ -312,7 +315,7 @@ def webcam(
     """One camera frame: the box view, the frame's top 5, and the frames answered per second lately."""
     settings = settings_from(locals())
     try:
-        boxes, top5 = webcam_frame(frame, settings)
+        boxes, top5 = handlers.webcam_frame(frame, settings)
     except FAILURES as error:
         raise _failed(error, backbone, "Could not analyse the camera frame") from error
     frame_times = (*frame_times[-(RATE_WINDOW - 1) :], time.monotonic())
@@ -345,7 +348,7 @@ def build_app() -> gr.Blocks:
 
         with gr.Row(elem_id="settings", equal_height=True):
             backbone = SettingDropdown(
-                choices=backbone_choices(),
+                choices=handlers.backbone_choices(),
                 value=DEFAULTS.backbone,
                 allow_custom_value=True,  # any timm:<model> typed in
                 label="Network",
@@ -380,7 +383,7 @@ def build_app() -> gr.Blocks:
                     0, 1, step=0.01, value=DEFAULTS.box_threshold, label="Box threshold", elem_id="box-threshold"
                 )
                 resolution = SettingDropdown(
-                    choices=RESOLUTION_CHOICES,
+                    choices=handlers.RESOLUTION_CHOICES,
                     value=DEFAULTS.resolution,
                     allow_custom_value=True,
                     label="Analysis resolution (short side)",
@@ -573,7 +576,7 @@ def build_app() -> gr.Blocks:
         boxes.select(probe_click, [image, *controls], [probed, boxes], api_visibility="private", concurrency_id="photo")
         # Each visit lists where the weights are now (a network downloaded since start-up says so).
         app.load(
-            lambda: gr.update(choices=backbone_choices()),
+            lambda: gr.update(choices=handlers.backbone_choices()),
             None,
             backbone,
             api_visibility="private",
