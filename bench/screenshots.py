@@ -1,7 +1,8 @@
 """The README's pictures of the app, made in headless Chromium: ``./dev screenshot`` (``python -m bench.screenshots``).
 
 Launches the app on 127.0.0.1, opens it as a presenter would, and writes ``docs/screenshot.png`` (the page after an
-example photo) and ``docs/probe.png`` (after a click on the box view). Tests never write these files.
+example photo) and ``docs/probe.png`` (the class map and the probe's answer after a click on the box view). Tests
+never write these files.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.browser import chromium_path, free_port, open_page
+from bench.browser import chromium_path, click_to_probe, free_port, open_page
 
 __all__ = ["main"]
 
@@ -41,11 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)  # let the pictures finish painting
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(args.out / "screenshot.png"))
-            box = page.locator("#boxes img").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.4)
-            page.wait_for_function("() => (document.querySelector('#probe')?.innerText ?? '').includes('%')")
+            click_to_probe(page, 0.8, 0.4)  # the cup
             time.sleep(0.5)
-            page.locator("#probe").scroll_into_view_if_needed()
+            page.evaluate("document.querySelector('#summary-row').scrollIntoView()")
+            time.sleep(0.3)
             page.screenshot(path=str(args.out / "probe.png"), full_page=False)
     finally:
         app.close()

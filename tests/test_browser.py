@@ -52,6 +52,13 @@ def test_a_presenters_tour(page, tmp_path, examples):
     assert "%" in page.locator("#top5").inner_text()
 
     # Point and ask: a click on the box view shows that patch's top 5, from the kept maps, and marks the cell.
+    # The class map of everything: the photo under coloured cells, a legend naming what wins them.
+    legend = page.locator("#class-map .legend-item")
+    legend.first.wait_for()
+    assert legend.count() >= 2, legend.count()
+    # The whole-image answer is the unchanged classifier's, at its own input size, and says so.
+    assert "224" in page.locator("#top5").inner_text() and "%" in page.locator("#top5").inner_text()
+
     probe_ms = 1000 * click_to_probe(page, 0.8, 0.4)  # the cup, right of the cat; the cell gets marked
     print(f"\nprobe: {probe_ms:.0f} ms from the click to the answer on the page")
 
@@ -125,6 +132,7 @@ def test_a_presenters_tour(page, tmp_path, examples):
         time.sleep(0.1)
     assert len(frames - {""}) >= 3, f"the live box view showed {len(frames)} frames in 40 s"
     assert page.locator("#live-top5").inner_text().strip()
+    assert re.search(r"\d+\.\d analysed frames/s", page.locator("#live-rate").inner_text())  # the rate it keeps
 
     assert page.outside == [], "the page must work with no internet"
     assert page.errors == []
