@@ -178,25 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a local checkpoint (safetensors or state dict) instead of the default weights",
     )
-    analyze.add_argument(
-        "--batch-size",
-        type=_integer(1),
-        default=8,
-        metavar="N",
-        help="most images per forward pass; images of equal analysis size are batched (default 8)",
-    )
-    analyze.add_argument(
-        "--device",
-        metavar="cpu|cuda",
-        help="where the network runs (default: CUDA when available, else the CPU)",
-    )
-    analyze.add_argument(
-        "--workers",
-        type=_integer(0),
-        default=0,
-        metavar="N",
-        help="processes that decode images while the network runs (default 0: decode in this process)",
-    )
+    for flag, low, default, meaning in (
+        ("--batch-size", 1, 8, "most images per forward pass; images of equal analysis size are batched (default 8)"),
+        ("--workers", 0, 0, "processes that decode images while the network runs (default 0: in this process)"),
+    ):
+        analyze.add_argument(flag, type=_integer(low), default=default, metavar="N", help=meaning)
+    analyze.add_argument("--device", metavar="cpu|cuda", help="where the network runs (default: CUDA if any, else CPU)")
     analyze.add_argument(
         "--engine",
         choices=("local", "ray"),
