@@ -48,6 +48,7 @@ def test_a_presenters_tour(page, tmp_path, examples):
     found = heat_map_captions(page)  # "espresso (1.00)", "Egyptian cat (0.99)": best first
     assert len(found) >= 2, found
     assert page.locator("#boxes img").count() == 1
+    assert "labelled box" in (page.locator("#boxes img").get_attribute("alt") or "")  # for screen readers
     assert found[0].rsplit(" (", 1)[0] in page.locator("#found").inner_text()
     assert "%" in page.locator("#top5").inner_text()
 

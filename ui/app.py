@@ -444,6 +444,7 @@ def build_app() -> gr.Blocks:
                     with gr.Column(scale=3, min_width=300):
                         boxes = gr.Image(
                             label="Boxes (click a point to probe it)",
+                            alt_text="The photo with a labelled box around each region a class or group wins",
                             type="pil",
                             interactive=False,
                             height=420,
@@ -495,6 +496,7 @@ def build_app() -> gr.Blocks:
                     )
                     live = gr.Image(
                         label="Live boxes",
+                        alt_text="The latest camera frame with a labelled box around each region a class or group wins",
                         type="pil",
                         interactive=False,
                         height=400,
