@@ -62,7 +62,8 @@ def analysis_size(width: int, height: int, resolution: int | str) -> tuple[tuple
     """The (height, width) the network sees for an image, and notices for any change beyond the resolution rule.
 
     Args:
-        width, height: the original image's size.
+        width: the original image's width.
+        height: the original image's height.
         resolution: the short side in pixels, or "native" (the image as it is); validated by ``Settings``.
 
     Returns:
@@ -158,7 +159,8 @@ def fused_probabilities(
     Args:
         model: the network whose head to run.
         features: the trunk's output at each scale, smallest first (N x C x h x w each).
-        kernel_size, padding: the head's window.
+        kernel_size: the head's window, in feature cells.
+        padding: "same" or "valid".
         vocab: classes or groups (a group's probability is the sum of its members').
 
     Returns:
@@ -216,8 +218,9 @@ class Prepared:
         return self.scales[-1]
 
     def first_scales(self, count: int) -> Prepared:
-        """The same image with only its ``count`` smallest scales: what ``prepare`` with ``scales=count`` would give
-        (whenever the pyramid had room for them), without running the network again. Maps are not shared.
+        """The same image with only its ``count`` smallest scales, without running the network again.
+
+        What ``prepare`` with ``scales=count`` would give (whenever the pyramid had room for them). Maps are not shared.
 
         Raises:
             ValueError: ``count`` not in 1..len(scales).
@@ -391,7 +394,8 @@ class Prepared:
         """The ``top`` classes (or groups) of the map cell under the point (x, y), in original image pixels.
 
         Args:
-            x, y: a point of the original image.
+            x: a point's horizontal position in the original image, in pixels.
+            y: its vertical position.
             settings: the head settings (default: those it was prepared with).
             top: how many entries.
 
@@ -514,7 +518,10 @@ def analyze(
     Args:
         image: a file path, bytes, PIL image or uint8 array.
         backbone: a registry name, or a loaded ``ClassMapModel``.
-        kernel_size, threshold, box_threshold, resolution: single settings, on top of ``settings``.
+        kernel_size: one setting, on top of ``settings`` (as are the next three).
+        threshold: one setting.
+        box_threshold: one setting.
+        resolution: one setting.
         settings: every setting at once (default ``Settings()``, the project's measured defaults).
         source: the name to report for the image (defaults to the file name).
         **changes: any other setting by name (``padding``, ``scale_check``, ``granularity``, ``scales``).

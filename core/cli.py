@@ -359,8 +359,11 @@ def _unique_stems(images: Sequence[str]) -> dict[str, str]:
 
 
 def _overlaps(folded: str, taken: set[str], heads: dict[str, list[str]]) -> bool:
-    """Whether a stem (casefolded) and a taken one could write a file of the same name: one is the other plus
-    ``_<A>``, where ``<A>_<B>`` and ``<B>`` are both names an overlay (or the box view) can take."""
+    """Whether a stem (casefolded) and a taken one could write a file of the same name.
+
+    That is when one is the other plus ``_<A>``, where ``<A>_<B>`` and ``<B>`` are both names an overlay (or the box
+    view) can take.
+    """
     shorter = [folded[:i] for i, char in enumerate(folded) if char == "_" and folded[:i] in taken]
     longer = heads.get(folded, [])
     if not shorter and not longer:  # the usual case: no stem starts with another one plus "_"
@@ -387,8 +390,11 @@ def _ambiguous_prefixes() -> frozenset[str]:
 
 
 def _is_output_name(name: str, stems: set[str]) -> bool:
-    """Whether a file called ``name`` may be written in ``--out``: ``<stem>.json`` or ``<stem>_<anything>.png``
-    for one of ``stems`` (casefolded). The overlays' names depend on the classes found, so any ``_<...>.png`` counts."""
+    """Whether a file called ``name`` may be written in ``--out`` for one of ``stems`` (casefolded).
+
+    That is ``<stem>.json`` or ``<stem>_<anything>.png``: the overlays' names depend on the classes found, so any
+    ``_<...>.png`` counts.
+    """
     folded = name.casefold()
     if folded.endswith(".json"):
         return folded[: -len(".json")] in stems

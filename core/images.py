@@ -159,8 +159,11 @@ def _to_rgb(pil: Image.Image) -> Image.Image:
 
 
 def _peak(pil: Image.Image) -> float:
-    """The value a 16-bit or float image's white is: 65535 for 16 bits, and for 32-bit integers and floats 65535 if
-    any value is above 255 (a 16-bit range), else 255 (an 8-bit range). NaN anywhere means 255, as ``max`` says."""
+    """The value a 16-bit or float image's white is.
+
+    65535 for 16 bits; for 32-bit integers and floats 65535 if any value is above 255 (a 16-bit range), else 255 (an
+    8-bit range). NaN anywhere means 255, as ``max`` says.
+    """
     if pil.mode.startswith("I;16"):
         return 65535.0
     width, height = pil.size

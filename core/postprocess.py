@@ -82,7 +82,8 @@ def find_boxes(
     """Boxes around the 8-connected regions where each found class wins above ``box_threshold``.
 
     Args:
-        max_prob, winner: the map, as for ``find_classes``.
+        max_prob: per cell, the winning channel's probability.
+        winner: per cell, the winning channel.
         found: the classes (or groups) to box.
         box_threshold: the probability a cell must exceed to be part of a region.
         extent: the rectangle of the original image (x0, y0, x1, y1) that the map spans.

@@ -37,6 +37,7 @@ class Overlay:
 
     @property
     def caption(self) -> str:
+        """The gallery's caption: the label and the score."""
         return f"{self.label} ({self.score:.2f})"
 
 
@@ -320,11 +321,11 @@ _MORE = colormaps["tab20b"]
 
 
 def class_map_layers(analysis: Analysis, size: tuple[int, int]) -> list[ClassMapLayer]:
-    """The class map of everything at ``size`` (width, height): a layer per class winning any cell above the box
-    threshold, found classes first (best score first), the others by area.
+    """The class map of everything at ``size`` (width, height): a layer per class winning a cell above box threshold.
 
-    Each map cell is drawn where it lies on the photo (through ``analysis.extent``), nearest-neighbour: the cell
-    boundaries stay visible, as they are in the network's answer.
+    Found classes come first (best score first), the others by area. Each map cell is drawn where it lies on the
+    photo (through ``analysis.extent``), nearest-neighbour: the cell boundaries stay visible, as they are in the
+    network's answer.
     """
     width, height = size
     sx, sy = width / analysis.image_size[1], height / analysis.image_size[0]

@@ -141,7 +141,7 @@ class Analysis:
 
     @property
     def granularity(self) -> str:
-        """ "class" or "group": what the map's channels are."""
+        """What the map's channels are: "class" or "group"."""
         return self.settings.granularity
 
     def heat_map(self, channel: int) -> np.ndarray:

@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve the app until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m ui", description="Serve the Class Map Explorer app.")
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)"

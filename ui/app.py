@@ -157,6 +157,7 @@ def analyze(
         scale_check: keep a class only where the classifier, pooling over its own training view, also picks it.
         granularity: "class" or "group".
         scales: how many image sizes the network sees (1..4).
+        progress: Gradio's progress bar (not an input).
 
     Returns:
         The overlays as (picture, caption) pairs, the box view, the class map of everything (photo and one mask per
@@ -238,9 +239,17 @@ def probe(
 
     Args:
         image: the image file.
-        x, y: the point, in the image's own pixels (0, 0 at the top left).
-        backbone, kernel_size, threshold, box_threshold, resolution, padding, scale_check, granularity, scales:
-            as for ``analyze``.
+        x: the point's horizontal position, in the image's own pixels (0 at the left).
+        y: its vertical position (0 at the top).
+        backbone: as for ``analyze`` (and so are the settings below).
+        kernel_size: as for ``analyze``.
+        threshold: as for ``analyze``.
+        box_threshold: as for ``analyze``.
+        resolution: as for ``analyze``.
+        padding: as for ``analyze``.
+        scale_check: as for ``analyze``.
+        granularity: as for ``analyze``.
+        scales: as for ``analyze``.
 
     Returns:
         The cell's top 5 as label -> probability, the box view with the cell marked, and the answer as JSON (last).

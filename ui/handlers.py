@@ -415,7 +415,8 @@ def probe_photo(
     Args:
         image: path of the image file.
         settings: every analysis setting (the map is the one these settings give).
-        x, y: a point of the photo, in original image pixels (``on_picture``: in the screen-sized picture's).
+        x: a point's horizontal position, in original image pixels (``on_picture``: in the screen-sized picture's).
+        y: its vertical position.
         on_picture: the point was clicked on a picture drawn at screen size.
         cache: prepared photos (a cached photo answers without running the network).
 
