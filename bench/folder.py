@@ -23,7 +23,7 @@ from PIL import Image
 import core
 from bench.common import EXAMPLES, Config, model
 from bench.report import Goal, Section, Table, times
-from core.analysis import pyramid
+from core.analysis import analysis_pixels, pyramid
 
 __all__ = ["run"]
 
@@ -48,7 +48,7 @@ def _bare_forward(m: core.ClassMapModel, paths: list[Path], settings: core.Setti
     for path in paths:
         image = Image.open(path).convert("RGB")
         [size], _ = pyramid(image.width, image.height, settings)
-        pixels = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0))
+        pixels = analysis_pixels(image, size)
         buckets.setdefault(size, []).append(pixels)
     batches = [
         torch.from_numpy(np.stack(group[i : i + batch_size]))

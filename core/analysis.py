@@ -39,6 +39,7 @@ __all__ = [
     "CellEntry",
     "FusedMap",
     "Prepared",
+    "analysis_pixels",
     "analysis_size",
     "analyze",
     "fused_probabilities",
@@ -111,6 +112,16 @@ def pyramid(width: int, height: int, settings: Settings) -> tuple[tuple[tuple[in
     if len(sizes) < settings.scales:
         notices.append(f"{settings.scales} scales were asked for; the size limit leaves {len(sizes)}")
     return tuple(sizes), notices
+
+
+def analysis_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """The image as the network sees it at ``size`` (height, width): H x W x 3 uint8, resized bilinearly if needed.
+
+    The one resizing rule of every path (one image, a batch, the benchmarks), so they all give the same maps.
+    """
+    if size != (image.height, image.width):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.array(image, dtype=np.uint8, order="C")
 
 
 @dataclass(frozen=True)
@@ -254,13 +265,15 @@ class Prepared:
         settings = self._settings(settings, {})
         return self._fused(settings.kernel_size, settings.padding, settings.granularity)
 
-    def _fused(self, kernel_size: int, padding: str, granularity: str) -> FusedMap:
-        key = (kernel_size, padding, granularity)
+    def _fused(self, kernel_size: int, padding: str, granularity: str, smallest_only: bool = False) -> FusedMap:
+        # smallest_only: the smallest scale's map alone (the scale check's view), whatever the settings' scales.
+        key = (kernel_size, padding, granularity) + (("smallest",) if smallest_only else ())
         with self._lock:
             if key not in self._maps:
                 vocab = vocabulary(granularity, tuple(self.model.categories))
+                features = self.features[:1] if smallest_only else self.features
                 with torch.inference_mode():
-                    fused = fused_probabilities(self.model, self.features, kernel_size, padding, vocab)
+                    fused = fused_probabilities(self.model, features, kernel_size, padding, vocab)
                 self._maps[key] = FusedMap(fused[0], vocab)
             return self._maps[key]
 
@@ -275,20 +288,15 @@ class Prepared:
         small forward pass, the first time.
 
         Raises:
-            ValueError: no picture was kept (``analyze_many`` without ``keep_pictures``).
+            ValueError: no picture was kept (``analyze_many`` keeps none).
         """
         if self.picture is None:
             raise ValueError("no picture was kept for this image, so the classifier cannot see it whole")
         with self._lock:
             if ("classifier",) not in self._maps:
-                size = (CLASSIFIER_VIEW, CLASSIFIER_VIEW)
-                shown = self.picture.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-                logits = self.model.reference_logits(self.model.preprocess(shown))
-                values, indices = logits.softmax(dim=1)[0].topk(5)
-                self._maps[("classifier",)] = tuple(
-                    TopClass(int(i), self.model.categories[int(i)], float(v))
-                    for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-                )
+                pixels = torch.from_numpy(analysis_pixels(self.picture, (CLASSIFIER_VIEW, CLASSIFIER_VIEW)))[None]
+                logits = self.model.reference_logits(self.model.normalize(pixels))
+                self._maps[("classifier",)] = _top5(self.model, logits)[0]
             return self._maps[("classifier",)]
 
     def keep_maps(self, settings: Settings, maps: FusedMap) -> None:
@@ -304,7 +312,7 @@ class Prepared:
         view = view if view % 2 else view + 1
         if view <= settings.kernel_size:
             return None
-        winner = self._fused_view(view, settings.granularity)
+        winner = self._fused(view, "same", settings.granularity, smallest_only=True).winner
         if settings.padding == "valid":  # the "valid" map starts (k - 1 + P - 1) / 2 cells in: align the view's map
             inset = (settings.kernel_size - 1 + self.model.backbone.pool_grid - 1) // 2
             return winner[inset : inset + grid[0], inset : inset + grid[1]]
@@ -313,17 +321,6 @@ class Prepared:
             cols = (np.arange(grid[1]) * winner.shape[1]) // grid[1]
             return winner[np.ix_(rows, cols)]
         return winner
-
-    def _fused_view(self, view: int, granularity: str) -> np.ndarray:
-        # The view's map at the smallest scale only (a single-scale map, whatever the settings' scales).
-        key = ("view", view, granularity)
-        with self._lock:
-            if key not in self._maps:
-                vocab = vocabulary(granularity, tuple(self.model.categories))
-                with torch.inference_mode():
-                    probs = fused_probabilities(self.model, self.features[:1], view, "same", vocab)
-                self._maps[key] = FusedMap(probs[0], vocab)
-            return self._maps[key].winner
 
     def _settings(self, settings: Settings | None, changes: dict[str, Any]) -> Settings:
         settings = (settings or self.settings).replace(**changes) if changes else (settings or self.settings)
@@ -406,13 +403,7 @@ class Prepared:
             ValueError: a point outside the part of the image the map spans, or settings as for ``analyze``.
         """
         settings = self._settings(settings, {})
-        maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
-        rows, cols = maps.max_prob.shape
-        x0, y0, x1, y1 = self._extent((rows, cols), settings)
-        if not (x0 <= x < x1 and y0 <= y < y1):
-            raise ValueError(f"the point ({x:g}, {y:g}) is outside the part of the image the map covers")
-        row = min(rows - 1, int((y - y0) / (y1 - y0) * rows))
-        col = min(cols - 1, int((x - x0) / (x1 - x0) * cols))
+        maps, row, col, _ = self._cell(x, y, settings)
         cell = maps.probabilities[:, row, col]
         order = np.argsort(-cell, kind="stable")[:top]
         vocab = maps.vocabulary
@@ -422,20 +413,33 @@ class Prepared:
         )
 
     def cell_box(self, x: float, y: float, settings: Settings | None = None) -> tuple[float, float, float, float]:
-        """The rectangle (x0, y0, x1, y1, original pixels) of the map cell under (x, y), for marking it."""
-        settings = self._settings(settings, {})
+        """The rectangle (x0, y0, x1, y1, original pixels) of the map cell under (x, y), for marking it.
+
+        Raises:
+            ValueError: as ``probe``.
+        """
+        _, row, col, (x0, y0, cw, ch) = self._cell(x, y, self._settings(settings, {}))
+        return (x0 + col * cw, y0 + row * ch, x0 + (col + 1) * cw, y0 + (row + 1) * ch)
+
+    def _cell(self, x: float, y: float, settings: Settings) -> tuple[FusedMap, int, int, tuple[float, ...]]:
+        # The map, the cell under (x, y), and the map's origin and cell size in original pixels.
         maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
         rows, cols = maps.max_prob.shape
         x0, y0, x1, y1 = self._extent((rows, cols), settings)
+        if not (x0 <= x < x1 and y0 <= y < y1):
+            raise ValueError(f"the point ({x:g}, {y:g}) is outside the part of the image the map covers")
         cw, ch = (x1 - x0) / cols, (y1 - y0) / rows
-        col = min(cols - 1, max(0, int((x - x0) / cw)))
-        row = min(rows - 1, max(0, int((y - y0) / ch)))
-        return (x0 + col * cw, y0 + row * ch, x0 + (col + 1) * cw, y0 + (row + 1) * ch)
+        row, col = min(rows - 1, int((y - y0) / ch)), min(cols - 1, int((x - x0) / cw))
+        return maps, row, col, (x0, y0, cw, ch)
 
 
 def top5_of(model: ClassMapModel, features: torch.Tensor) -> list[tuple[TopClass, ...]]:
     """The unmodified classifier's five best classes for each image of a batch of trunk features (N x C x h x w)."""
-    values, indices = model.global_logits(features).softmax(dim=1).topk(5, dim=1)
+    return _top5(model, model.global_logits(features))
+
+
+def _top5(model: ClassMapModel, logits: torch.Tensor) -> list[tuple[TopClass, ...]]:
+    values, indices = logits.softmax(dim=1).topk(5, dim=1)
     return [
         tuple(TopClass(int(i), model.categories[int(i)], float(v)) for v, i in zip(vs, js, strict=True))
         for vs, js in zip(values.tolist(), indices.tolist(), strict=True)
@@ -475,12 +479,7 @@ def prepare(
     sizes, notices = pyramid(width, height, settings)
     features = []
     for size in sizes:
-        shown = (
-            loaded.image
-            if size == (height, width)
-            else loaded.image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        )
-        pixels = torch.from_numpy(np.array(shown, dtype=np.uint8, order="C"))[None]  # 1 x H x W x 3, as bytes
+        pixels = torch.from_numpy(analysis_pixels(loaded.image, size))[None]  # 1 x H x W x 3, as bytes
         features.append(model.features(model.normalize(pixels)))
     picture = loaded.image
     if picture_side is not None and max(width, height) > picture_side:

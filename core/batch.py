@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from core.analysis import FusedMap, Prepared, fused_probabilities, pyramid, top5_of
+from core.analysis import FusedMap, Prepared, analysis_pixels, fused_probabilities, pyramid, top5_of
 from core.cache import get_model
 from core.hierarchy import vocabulary
 from core.images import ImageError, load_image
@@ -84,14 +83,7 @@ class _Images(Dataset):
             loaded = load_image(self.items[position], source)
             width, height = loaded.image.size
             sizes, notices = pyramid(width, height, self.settings)
-            pixels = tuple(
-                np.asarray(
-                    loaded.image
-                    if size == (height, width)
-                    else loaded.image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
-                )
-                for size in sizes
-            )
+            pixels = tuple(analysis_pixels(loaded.image, size) for size in sizes)
         except (ImageError, ValueError, OSError) as error:
             return _Decoded(position, source, error=str(error))
         notices = loaded.notices + tuple(notices)
