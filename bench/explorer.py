@@ -71,7 +71,8 @@ def _webcam_rate(page, seconds: float) -> tuple[float, str]:
                 break
         time.sleep(0.005)
     elapsed = time.monotonic() - (start or time.monotonic())
-    return (count - 1) / elapsed if elapsed > 0 else 0.0, page.locator("#live-rate").inner_text().strip()
+    shown = re.search(r"\d+\.\d analysed frames/s", page.locator("#live-rate").inner_text())
+    return (count - 1) / elapsed if elapsed > 0 else 0.0, shown.group(0) if shown else "nothing"
 
 
 def run(config: Config) -> Section:

@@ -55,7 +55,8 @@ __all__ = [
 ]
 
 # Short side the webcam frames are analysed at (one scale): a 320 x 240 frame becomes 192 x 256, a 6 x 8 map with the
-# default backbone. Measured in Chromium with the fake camera on 2 cores: 8.7 frames/s shown at 224 px, 10.1 at 192.
+# default backbone. Measured in Chromium with the fake camera on 2 cores (`python -m bench --only explorer`): 8.7
+# frames/s shown at 224 px, 9.6 at 192 (BENCHMARKS.md).
 WEBCAM_RESOLUTION = 192
 # Pictures are drawn (and photos kept) at most this many pixels on their long side: a 12-megapixel photo would
 # otherwise cost ~0.5 s per overlay on every slider move, for detail no screen shows. The JSON keeps original pixels.
