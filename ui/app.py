@@ -329,7 +329,12 @@ def webcam(
         raise _failed(error, backbone, "Could not analyse the camera frame") from error
     frame_times = (*frame_times[-(RATE_WINDOW - 1) :], time.monotonic())
     span = frame_times[-1] - frame_times[0]
-    rate = f"**{(len(frame_times) - 1) / span:.1f}** analysed frames/s" if span > 0 else "measuring the frame rate…"
+    if span <= 0:
+        rate = "measuring the frame rate…"
+    elif int(frame_times[-1]) != int(frame_times[-2]):  # once a second: each update re-renders Markdown in the browser
+        rate = f"**{(len(frame_times) - 1) / span:.1f}** analysed frames/s"
+    else:
+        rate = gr.skip()
     return boxes, top5 or None, rate, frame_times
 
 
