@@ -25,6 +25,7 @@ here from the class-level fused map (``Prepared.maps(...).probabilities``), as c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -36,7 +37,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 
 import core
+import core.analysis
 from bench.quality_data import PHOTOS, Scene, scene_sets
 from core.analysis import pyramid
 from core.hierarchy import DEFAULT_MIN_MEMBERS, MAX_GROUP_MEMBERS, Vocabulary, grouping, subtree_classes
@@ -162,7 +164,7 @@ class Setting:
 
 # The chosen defaults (QUALITY.md: the best of the sweep by ``choose``'s rule): one setting for the app, the CLI
 # and the API. min_members / max_members are core.hierarchy's grouping.
-CHOSEN = Setting("efficientnet_lite2", 320, 4, 3, "group", 5, 130, 0.4, 0.3, False, False)
+CHOSEN = Setting("efficientnet_lite2", 320, 4, 3, "group", 5, 130, 0.5, 0.3, False, False)
 # The seed article's rule on today's backbone and resolution: kernel 3, threshold 0.85, box 0.5, 1 scale, classes.
 SEED = Setting("efficientnet_lite2", 320, 1, 3, "class", 0, 0, 0.85, 0.5, False, False)
 
@@ -479,10 +481,12 @@ def fewer_scales(prepared: core.Prepared, scales: int) -> core.Prepared:
     if scales == prepared.settings.scales:
         return prepared
     height, width = prepared.image_size
-    sizes, _ = pyramid(width, height, prepared.settings.replace(scales=scales))
-    if sizes != prepared.scales[:scales]:
-        raise ValueError(f"{scales} scales of {prepared.source} are {sizes}, not {prepared.scales[:scales]}")
-    return prepared.first_scales(scales)
+    asked = prepared.settings.replace(scales=scales)
+    sizes, _ = pyramid(width, height, asked)
+    if sizes != prepared.scales[: len(sizes)]:
+        raise ValueError(f"{scales} scales of {prepared.source} are {sizes}, not {prepared.scales[: len(sizes)]}")
+    # A small image runs fewer sizes than asked (core.analysis.MAX_ENLARGEMENT); its settings still say how many.
+    return dataclasses.replace(prepared.first_scales(len(sizes)), settings=asked)
 
 
 def sweep(
@@ -521,6 +525,91 @@ def sweep(
                 flush=True,
             )
     return results
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The fusion rule: how the scales' maps are weighted, and how far a small image is enlarged
+# -------------------------------------------------------------------------------------------------------------
+# (label, core.analysis.SCALE_WEIGHTS, core.analysis.MAX_ENLARGEMENT): core's rule and the ones it was chosen over.
+FUSIONS = (
+    ("equal weights, no cap (before)", (1.0, 1.0, 1.0, 1.0), math.inf),
+    ("equal weights, at most 2x", (1.0, 1.0, 1.0, 1.0), 2.0),
+    ("weights 1, 2, 3, 4, at most 2x", (1.0, 2.0, 3.0, 4.0), 2.0),
+    ("weights 1, 1, 2, 3, no cap", (1.0, 1.0, 2.0, 3.0), math.inf),
+    ("weights 1, 1, 2, 3, at most 3x", (1.0, 1.0, 2.0, 3.0), 3.0),
+    ("weights 1, 1, 2, 3, at most 2x (core)", (1.0, 1.0, 2.0, 3.0), 2.0),
+)
+FUSION_THRESHOLDS = (0.4, 0.5, 0.6)
+
+
+@contextlib.contextmanager
+def fusion_rule(weights: tuple[float, ...], enlargement: float) -> Iterator[None]:
+    """Core's fusion constants replaced while the block runs (``fused_probabilities`` and ``pyramid`` read them)."""
+    saved = core.analysis.SCALE_WEIGHTS, core.analysis.MAX_ENLARGEMENT
+    core.analysis.SCALE_WEIGHTS, core.analysis.MAX_ENLARGEMENT = weights, enlargement
+    try:
+        yield
+    finally:
+        core.analysis.SCALE_WEIGHTS, core.analysis.MAX_ENLARGEMENT = saved
+
+
+def compare_fusions(
+    sets: dict[str, list[Scene]], base: Setting, progress: bool = True
+) -> dict[tuple[str, Setting], SetScore]:
+    """Score ``base`` (and its class-level twin) at ``FUSION_THRESHOLDS`` under every rule of ``FUSIONS``.
+
+    The network runs once per scene, uncapped; a capped rule uses the first scales its cap allows (what ``prepare``
+    gives under it). A rule's results are keyed by a ``Setting`` whose backbone reads "<backbone> | <rule>".
+
+    Returns:
+        ``(set name, setting) -> SetScore``, as ``sweep``.
+    """
+    model = core.get_model(base.backbone)
+    scores: dict[tuple[str, Setting], list[SceneScore]] = defaultdict(list)
+    start = time.perf_counter()
+    for set_name, scenes in sets.items():
+        for scene in scenes:
+            with fusion_rule(FUSIONS[0][1], math.inf):
+                top = core.prepare(scene.image, base.core(), model=model, source=scene.name)
+            for label, weights, enlargement in FUSIONS:
+                with fusion_rule(weights, enlargement):
+                    sizes, _ = pyramid(top.image_size[1], top.image_size[0], top.settings)
+                    answers = _Answers(dataclasses.replace(top.first_scales(len(sizes)), settings=top.settings))
+                    for threshold in FUSION_THRESHOLDS:
+                        for setting in with_class_level([dataclasses.replace(base, threshold=threshold)]):
+                            named = dataclasses.replace(setting, backbone=f"{base.backbone} | {label}")
+                            scores[set_name, named].append(score_scene(answers(setting), scene))
+        if progress:
+            print(f"  fusions, {set_name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return {key: aggregate(values) for key, values in scores.items()}
+
+
+def fusion_report(results: dict[tuple[str, Setting], SetScore]) -> list[str]:
+    """One row per (rule, threshold): the nine targets, the worst margin, and the same on the check sets."""
+    check = {"2x2": "2x2-256", "3x3": "3x3-256"}
+    lines = [
+        "| rule | threshold | "
+        + " | ".join(f"{t.set} {t.level[0]} {t.metric[0].upper()}" for t in TARGETS)
+        + " | worst | check sets: worst |",
+        "|---|---:|" + "---:|" * len(TARGETS) + "---:|---:|",
+    ]
+    for setting in sorted(
+        {s for _, s in results if s.granularity == "group"},
+        key=lambda s: (s.backbone, s.threshold),
+    ):
+        values = target_values(results, setting)
+        if values is None:
+            continue
+        checked = target_values(results, setting, check)
+        worst_check = (
+            "" if checked is None else f"{margin({t: v for t, v in checked.items() if t.set != 'single'}):+.2f}"
+        )
+        lines.append(
+            f"| {setting.backbone.split(' | ', 1)[1]} | {setting.threshold:g} | "
+            + " | ".join(_f(values[t]) for t in TARGETS)
+            + f" | {margin(values):+.2f} | {worst_check} |"
+        )
+    return lines
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -884,8 +973,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the Markdown tables to this file")
     parser.add_argument("--no-explain", action="store_true", help="skip the misses / false positives and the cost")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument(
+        "--fusion", action="store_true", help="compare core's fusion rule (scale weights, enlargement cap) with others"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.fusion:
+        sets = scene_sets(args.seed, TARGET_SETS + CHECK_SETS)
+        print("\n".join(fusion_report(compare_fusions(sets, CHOSEN))))
+        return 0
 
     defaults = Setting.of(core.Settings())
     start = time.perf_counter()

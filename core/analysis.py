@@ -35,7 +35,9 @@ from core.settings import MIN_RESOLUTION, Settings
 __all__ = [
     "CLASSIFIER_VIEW",
     "MAX_ANALYSIS_PIXELS",
+    "MAX_ENLARGEMENT",
     "SCALE_STEP",
+    "SCALE_WEIGHTS",
     "CellEntry",
     "FusedMap",
     "Prepared",
@@ -54,6 +56,13 @@ CLASSIFIER_VIEW = 224
 # Each scale of the pyramid is this much larger than the one before (OverFeat used steps of ~1.2-1.5): with three
 # scales from 320 px, an object that fills a half or a third of the photo is seen at ~224 px at one of them.
 SCALE_STEP = math.sqrt(2.0)
+# A scale beyond the first is skipped when it would enlarge the photo more than this: enlarging adds no detail, and
+# the network then names the blurred parts of a small photo (QUALITY.md: no cap -0.19, 3x -0.14, 2x -0.15 worst
+# margin; 2x runs a 300-px photo at 2 sizes instead of 4, 0.2 of the pixels).
+MAX_ENLARGEMENT = 2.0
+# How much each scale counts in the fused map, smallest first: the larger scales resolve more of each object and are
+# trusted more (QUALITY.md: equal weights -0.19, these -0.15 worst margin; on the check sets -0.23 -> -0.16).
+SCALE_WEIGHTS = (1.0, 1.0, 2.0, 3.0)
 # Most pixels the network is shown; a larger analysis size (native resolution of a huge photo, or an extreme
 # aspect ratio) is scaled down to this, with a notice. Bounds memory: ~2 GB peak for EfficientNet-Lite0.
 MAX_ANALYSIS_PIXELS = 4_194_304  # 2048 x 2048
@@ -99,12 +108,20 @@ def pyramid(width: int, height: int, settings: Settings) -> tuple[tuple[tuple[in
     """The analysis sizes of every scale, smallest first, and notices (sizes that hit a limit are merged).
 
     Scale i has the short side ``resolution * SCALE_STEP ** i`` ("native": the image's own short side, then larger).
+    Scales after the first that would enlarge the image more than ``MAX_ENLARGEMENT`` times are skipped.
     """
-    base = min(width, height) if settings.resolution == "native" else settings.resolution
+    own = min(width, height)
+    base = own if settings.resolution == "native" else settings.resolution
     sizes: list[tuple[int, int]] = []
     notices: list[str] = []
     for level in range(settings.scales):
         resolution = "native" if level == 0 and settings.resolution == "native" else round(base * SCALE_STEP**level)
+        if level > 0 and resolution > MAX_ENLARGEMENT * own:
+            notices.append(
+                f"the image is small ({own} px): {level} of {settings.scales} scales were run, the others would "
+                f"enlarge it more than {MAX_ENLARGEMENT:g}x"
+            )
+            return tuple(sizes), notices
         size, notes = analysis_size(width, height, resolution)
         notices += [n for n in notes if n not in notices]
         if size not in sizes:
@@ -165,7 +182,9 @@ class FusedMap:
 def fused_probabilities(
     model: ClassMapModel, features: tuple[torch.Tensor, ...], kernel_size: int, padding: str, vocab: Vocabulary
 ) -> torch.Tensor:
-    """The per-cell distribution over ``vocab``, every scale's map averaged on the finest grid: N x V x rows x cols.
+    """The per-cell distribution over ``vocab``, the scales' maps averaged on the finest grid: N x V x rows x cols.
+
+    Scale i counts ``SCALE_WEIGHTS[i]`` times (a weighted mean, so each cell still sums to 1).
 
     Args:
         model: the network whose head to run.
@@ -187,9 +206,12 @@ def fused_probabilities(
 
     fused = probs_of(features[-1])
     if len(features) > 1:  # OverFeat's multi-scale dense evaluation: the maps averaged on the finest grid
-        for x in features[:-1]:
-            fused = fused + F.interpolate(probs_of(x), size=fused.shape[-2:], mode="bilinear", align_corners=False)
-        fused = fused / len(features)
+        weights = SCALE_WEIGHTS[: len(features)]
+        fused = fused * weights[-1]
+        for x, weight in zip(features[:-1], weights, strict=False):
+            up = F.interpolate(probs_of(x), size=fused.shape[-2:], mode="bilinear", align_corners=False)
+            fused = fused + weight * up
+        fused = fused / sum(weights)
     return fused
 
 

@@ -66,17 +66,18 @@ class Settings:
             it (hides parts named as if they were whole objects); False is the seed's rule.
         granularity: "class" (the 1000 ImageNet classes, the seed's) or "group" (classes summed within WordNet
             groups such as "car" or "wading bird": ``core.hierarchy``).
-        scales: how many image sizes the network sees (1..4): ``resolution``, then each step sqrt(2) larger; their
-            maps are averaged per cell on the finest grid. 1 is the seed's single scale.
+        scales: how many image sizes the network sees (1..4): ``resolution``, then each step sqrt(2) larger, none
+            enlarging the image more than 2x (``core.analysis.pyramid``); their maps are averaged per cell on the
+            finest grid, the larger ones weighted more. 1 is the seed's single scale.
     """
 
-    # The defaults: the best worst case of issue 12's nine targets measured in QUALITY.md (`python -m bench.quality`,
-    # 3,480 settings): WordNet groups, four scales, a lower threshold, boxes at 0.3 (worst margin -0.21; the seed's
-    # settings -0.51, three scales -0.30). The seed's settings are a preset; fewer scales are faster.
+    # The defaults: the best worst case of issue 12's nine targets measured in QUALITY.md (`python -m bench.quality`):
+    # WordNet groups, four scales (weighted, at most 2x enlargement), a lower threshold, boxes at 0.3 (worst margin
+    # -0.15; the seed's settings -0.51). The seed's settings are a preset; fewer scales are faster.
     backbone: str = DEFAULT_BACKBONE
     resolution: int | str = 320
     kernel_size: int = 3
-    threshold: float = 0.4
+    threshold: float = 0.5
     box_threshold: float = 0.3
     padding: Padding = "same"
     scale_check: bool = False

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
 import core
-from core.analysis import analysis_size
+from core.analysis import SCALE_WEIGHTS, analysis_size, pyramid
 from core.hierarchy import vocabulary
 from core.postprocess import find_boxes, find_classes
 from core.registry import IMAGENET_CATEGORIES
@@ -255,6 +259,36 @@ def test_several_scales_are_fused_on_the_finest_grid(examples):
     assert record["scales"] == [list(s) for s in prepared.scales] and record["analysis_size"] == [448, 1345]
     with pytest.raises(ValueError, match="padding 'same'"):
         settings.replace(padding="valid")
+
+
+def test_the_pyramid_does_not_enlarge_a_small_image_more_than_twice():
+    four = core.Settings(scales=4)
+    sizes, notices = pyramid(640, 640, four)
+    assert [h for h, _ in sizes] == [320, 453, 640, 905] and notices == []
+    sizes, notices = pyramid(451, 300, four)  # 640 px would enlarge the 300-px photo 2.1x
+    assert sizes == ((320, 481), (453, 681)) and notices == [
+        "the image is small (300 px): 2 of 4 scales were run, the others would enlarge it more than 2x"
+    ]
+    sizes, _ = pyramid(600, 400, four.replace(resolution="native"))  # 1x, 1.41x, 2x
+    assert [h for h, _ in sizes] == [400, 566, 800]
+    sizes, notices = pyramid(40, 40, four)  # the first scale always runs, however small the image
+    assert sizes == ((320, 320),) and "1 of 4 scales" in notices[0]
+
+
+def test_the_fused_map_is_the_scales_maps_weighted_larger_first(examples):
+    prepared = core.prepare(
+        examples / "cat_and_coffee.jpg", core.Settings(backbone="efficientnet_lite0", resolution=224, scales=3)
+    )
+    fused = prepared.maps().probabilities
+    expected = torch.zeros(fused.shape)
+    for weight, size, features in zip(SCALE_WEIGHTS, prepared.scales, prepared.features, strict=False):
+        alone = dataclasses.replace(
+            prepared, settings=prepared.settings.replace(scales=1), scales=(size,), features=(features,)
+        )
+        probabilities = torch.from_numpy(np.array(alone.maps().probabilities))[None]
+        expected += weight * F.interpolate(probabilities, size=fused.shape[-2:], mode="bilinear")[0]
+    assert len(prepared.scales) == 3 and SCALE_WEIGHTS[:3] == (1.0, 1.0, 2.0)
+    np.testing.assert_allclose(fused, expected / 4.0, atol=1e-6)
 
 
 def test_the_probe_reads_the_cell_under_a_point(prepared):

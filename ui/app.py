@@ -409,7 +409,7 @@ def build_app() -> gr.Blocks:
                     step=1,
                     value=DEFAULTS.scales,
                     label="Scales",
-                    info="Also look at larger copies of the photo (√2 apart)",
+                    info="Also look at larger copies of the photo (√2 apart, at most twice its own size)",
                     elem_id="scales",
                 )
                 padding = SettingRadio(list(PADDINGS), value=DEFAULTS.padding, label="Padding", elem_id="padding")
