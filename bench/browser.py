@@ -79,6 +79,9 @@ def click_to_probe(page: Any, fx: float, fy: float, attempts: int = 5) -> float:
     for _ in range(attempts):
         page.wait_for_function("() => !document.querySelector('#boxes .wrap:not(.hide)')")
         before = page.locator("#boxes img").get_attribute("src")
+        # The page is sometimes scrolled down after an analysis (by Gradio, about 1 run in 4 under test): bring the
+        # picture on screen, as a person would, so that the click lands on it.
+        page.locator("#boxes img").scroll_into_view_if_needed()
         box = page.locator("#boxes img").bounding_box()
         start = time.perf_counter()
         page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)

@@ -6,14 +6,18 @@ the three most recently used. Loading is serialised: two users asking for the sa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
+from collections.abc import Iterator
+
+import torch
 
 from core.model import ClassMapModel, load_backbone
 from core.registry import DEFAULT_BACKBONE, get_backbone
 
-__all__ = ["clear_model_cache", "get_model"]
+__all__ = ["clear_model_cache", "get_model", "intra_op_threads"]
 
 _LOCK = threading.Lock()
 
@@ -46,3 +50,18 @@ def clear_model_cache() -> None:
     """Forget every loaded model (tests that change how models load; freeing memory)."""
     with _LOCK:
         _cached.cache_clear()
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with torch's intra-op thread count set to ``count``, then restore it.
+
+    The setting is process-wide: the caller makes sure no other network run overlaps the block (the app holds its
+    compute lock).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -8,16 +8,20 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 from gradio.data_classes import ImageData
 from PIL import Image
 
 import core
 import ui.app as app_module
+import ui.handlers as handlers
 from core import Settings
 from core.images import ImageError
 from core.model import ClassMapModel
@@ -301,12 +305,63 @@ def test_no_image_clears_the_page():
 @pytest.mark.slow
 def test_a_webcam_frame_gives_boxes_and_top_classes(examples):
     frame = np.asarray(Image.open(examples / "coffee.png").convert("RGB").resize((640, 480)))
-    boxes, top5 = webcam_frame(frame, DEFAULTS)
+    threads = torch.get_num_threads()
+    seen = []
+    features = ClassMapModel.features
+
+    def counting(self, x):
+        seen.append(torch.get_num_threads())
+        return features(self, x)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ClassMapModel, "features", counting)
+        boxes, top5 = webcam_frame(frame, DEFAULTS)
+    # The frame's network ran on WEBCAM_THREADS (half the cores), and the process's setting is back.
+    assert seen == [handlers.WEBCAM_THREADS] and torch.get_num_threads() == threads
+    assert max(1, (os.cpu_count() or 2) // 2) == handlers.WEBCAM_THREADS
     assert boxes.size == (640, 480)
     assert len(top5) == 5 and next(iter(top5)) == "espresso"
-    expected = core.analyze(frame, resolution=WEBCAM_RESOLUTION, scales=1, source="webcam")
+    torch.set_num_threads(handlers.WEBCAM_THREADS)  # the same reduction order, so the same floats
+    try:
+        expected = core.analyze(frame, resolution=WEBCAM_RESOLUTION, scales=1, source="webcam")
+    finally:
+        torch.set_num_threads(threads)
     assert list(top5.values()) == [t.probability for t in expected.top5]
     assert webcam_frame(None, DEFAULTS) == (None, {})
+
+
+def test_a_photo_waiting_for_the_network_goes_before_camera_frames():
+    lock = handlers.ComputeLock()
+    order: list[str] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with lock.photo():
+            holding.set()
+            release.wait(10)
+            order.append("first photo")
+
+    def take(kind: str) -> None:
+        with getattr(lock, kind)():
+            order.append(kind)
+
+    first = threading.Thread(target=hold)
+    first.start()
+    holding.wait(10)
+    frame = threading.Thread(target=take, args=("frame",))
+    frame.start()  # queued first...
+    time.sleep(0.2)
+    photo = threading.Thread(target=take, args=("photo",))
+    photo.start()  # ...but a photo waiting goes before it
+    time.sleep(0.2)
+    assert order == []
+    release.set()
+    for thread in (first, frame, photo):
+        thread.join(10)
+    assert order == ["first photo", "photo", "frame"]
+    with lock.frame():  # and nothing is left held
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ FAILURES = (ImageError, ValueError, WeightsError, OSError)  # as the CLI; ImageE
 WEBCAM_STREAM_EVERY = 0.05  # 0.1 s: 9.3 frames/s shown, 0.05 s: 9.6 (bench.explorer)
 WEBCAM_CONSTRAINTS = {"video": {"width": {"ideal": 320}, "height": {"ideal": 240}}}
 RATE_WINDOW = 20  # frames the shown frame rate is averaged over
+HIDDEN_FRAME_PAUSE = 0.25  # s a camera frame is held before being dropped while the Webcam tab is hidden
 DEFAULTS = Settings()
 
 INTRO = """\
@@ -320,8 +321,16 @@ def webcam(
     scale_check: bool,
     granularity: str,
     frame_times: tuple[float, ...] = (),
+    shown: bool = True,
 ) -> tuple[Any, ...]:
-    """One camera frame: the box view, the frame's top 5, and the frames answered per second lately."""
+    """One camera frame: the box view, the frame's top 5, and the frames answered per second lately.
+
+    While the Webcam tab is not on screen (``shown`` False) the frame is dropped, after a pause that slows the
+    stream down to a few frames a second.
+    """
+    if not shown:
+        time.sleep(HIDDEN_FRAME_PAUSE)
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     settings = settings_from(locals())
     try:
         boxes, top5 = handlers.webcam_frame(frame, settings)
@@ -329,12 +338,12 @@ def webcam(
         raise _failed(error, backbone, "Could not analyse the camera frame") from error
     frame_times = (*frame_times[-(RATE_WINDOW - 1) :], time.monotonic())
     span = frame_times[-1] - frame_times[0]
+    # The rate is shown from the second frame on, then updated once a second: each update re-renders Markdown.
+    due = len(frame_times) == 2 or (len(frame_times) > 2 and int(frame_times[-1]) != int(frame_times[-2]))
     if span <= 0:
         rate = "measuring the frame rate…"
-    elif int(frame_times[-1]) != int(frame_times[-2]):  # once a second: each update re-renders Markdown in the browser
-        rate = f"**{(len(frame_times) - 1) / span:.1f}** analysed frames/s"
     else:
-        rate = gr.skip()
+        rate = f"**{(len(frame_times) - 1) / span:.1f}** analysed frames/s" if due else gr.skip()
     return boxes, top5 or None, rate, frame_times
 
 
@@ -424,7 +433,7 @@ def build_app() -> gr.Blocks:
                 best_preset = gr.Button("The best-measured settings", size="sm", elem_id="preset-best")
 
         with gr.Tabs():
-            with gr.Tab("Photo", id="photo-tab"):
+            with gr.Tab("Photo", id="photo-tab") as photo_tab:
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=260):
                         image = PhotoInput(
@@ -496,7 +505,7 @@ def build_app() -> gr.Blocks:
                     record = gr.JSON(label="JSON", elem_id="json")
                 gr.Markdown(HOW_TO_READ, elem_id="how-to-read")
 
-            with gr.Tab("Webcam", id="webcam-tab"):
+            with gr.Tab("Webcam", id="webcam-tab") as webcam_tab:
                 gr.Markdown(WEBCAM_HELP)
                 with gr.Row():
                     camera = CameraInput(
@@ -523,6 +532,7 @@ def build_app() -> gr.Blocks:
                             label="Whole frame, top 5", num_top_classes=5, show_heading=False, elem_id="live-top5"
                         )
                 frame_times = gr.State(())
+                camera_shown = gr.State(False)  # whether the Webcam tab is the one on screen
 
         controls = [
             backbone,
@@ -603,9 +613,24 @@ def build_app() -> gr.Blocks:
         for event in (analysed, updated):
             event.failure(lambda name: name, shown_backbone, backbone, api_visibility="private", queue=False)
 
+        # The camera keeps streaming while another tab is on screen (the browser does not stop it); its frames are
+        # then not analysed, which leaves the cores to the photo tab (BENCHMARKS.md, 8).
+        photo_tab.select(lambda: False, None, camera_shown, queue=False, api_visibility="private")
+        webcam_tab.select(lambda: True, None, camera_shown, queue=False, api_visibility="private")
         camera.stream(
             webcam,
-            [camera, backbone, kernel_size, threshold, box_threshold, padding, scale_check, granularity, frame_times],
+            [
+                camera,
+                backbone,
+                kernel_size,
+                threshold,
+                box_threshold,
+                padding,
+                scale_check,
+                granularity,
+                frame_times,
+                camera_shown,
+            ],
             [live, live_top, live_rate, frame_times],
             stream_every=WEBCAM_STREAM_EVERY,
             time_limit=300,

@@ -1,7 +1,7 @@
 """What the app does, as plain functions: paths, PIL images and ``Settings`` in, frozen dataclasses out.
 
-Nothing here imports gradio (or torch), so every handler can be called and tested directly. The expensive step, the
-network, runs in ``core.prepare``; its result is kept in ``PREPARED``, one cache for every session, bounded in
+Nothing here imports gradio or touches a tensor, so every handler can be called and tested directly. The expensive
+step, the network, runs in ``core.prepare``; its result is kept in ``PREPARED``, one cache for every session, bounded in
 memory and evicting the least recently used, so that a slider move only re-runs ``Prepared.analyze`` (the converted
 head, thresholds, boxes) and the drawing. What a page keeps per session is only a key into that cache.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -19,7 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core.analysis import Prepared, prepare
-from core.cache import get_model
+from core.cache import get_model, intra_op_threads
 from core.images import ImageError
 from core.registry import BACKBONES, get_backbone
 from core.render import box_view, class_map_layers, overlays
@@ -37,11 +38,14 @@ from core.settings import Settings
 from core.weights import WeightsError, weights_status
 
 __all__ = [
+    "COMPUTE",
     "DISPLAY_MAX_SIDE",
     "MAX_OVERLAYS",
     "PREPARED",
     "RESOLUTION_CHOICES",
     "WEBCAM_RESOLUTION",
+    "WEBCAM_THREADS",
+    "ComputeLock",
     "PhotoView",
     "PreparedCache",
     "ProbeView",
@@ -58,6 +62,10 @@ __all__ = [
 # default backbone. Measured in Chromium with the fake camera on 2 cores (`python -m bench --only explorer`): 8.7
 # frames/s shown at 224 px, 9.6 at 192 (BENCHMARKS.md).
 WEBCAM_RESOLUTION = 192
+# Intra-op threads for a camera frame's network run: half the cores. A 256 x 192 frame gains little from more, and
+# the browser showing the stream (on the same machine when the app runs locally) and the server's I/O need cores
+# too. On 2 cores, in Chromium: 1 thread 11.9 frames/s shown, 2 threads 10.3 (means of 6 interleaved 12-s runs).
+WEBCAM_THREADS = max(1, (os.cpu_count() or 2) // 2)
 # Pictures are drawn (and photos kept) at most this many pixels on their long side: a 12-megapixel photo would
 # otherwise cost ~0.5 s per overlay on every slider move, for detail no screen shows. The JSON keeps original pixels.
 DISPLAY_MAX_SIDE = 1280
@@ -78,10 +86,54 @@ RESOLUTION_CHOICES: list[tuple[str, int | str]] = [
 TIMM_SUGGESTIONS = ("timm:resnet50.a1_in1k", "timm:convnext_tiny.in12k_ft_in1k", "timm:efficientnet_b3.ra2_in1k")
 ProgressCallback = Callable[[float, str], None]
 
-# One network computation at a time in this process. Each already uses every core (intra-op threads); a photo
-# analysis and a webcam frame computed side by side on two cores fight over them and both run several times slower.
-# Loading a network (perhaps downloading it) and the drawing stay outside.
-_COMPUTE = threading.Lock()
+
+class ComputeLock:
+    """One network computation at a time in this process, photos before camera frames.
+
+    Each computation already uses every core (intra-op threads); a photo analysis and a webcam frame computed side
+    by side fight over them and both run several times slower. A camera frame waits while a photo computation
+    runs or waits: a person who clicked on the photo tab is waiting for that answer, while a skipped frame is
+    replaced by the next one. Loading a network (perhaps downloading it) and the drawing stay outside.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._busy = False
+        self._photos_waiting = 0
+
+    @contextlib.contextmanager
+    def photo(self) -> Iterator[None]:
+        """Hold the lock for a photo's computation (before any waiting camera frame)."""
+        with self._changed:
+            self._photos_waiting += 1
+            try:
+                self._changed.wait_for(lambda: not self._busy)
+            finally:
+                self._photos_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def frame(self) -> Iterator[None]:
+        """Hold the lock for a camera frame's computation, once no photo computation runs or waits."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._busy and not self._photos_waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
+
+
+COMPUTE = ComputeLock()
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -318,7 +370,7 @@ def prepared_photo(
         first = " (downloading its weights first)" if status is not None and status.will_download else ""
         on_progress(0.0, f"Running {settings.backbone} on the photo{first}…")
     model = get_model(settings.backbone)  # loaded, or downloaded, outside the lock: the others keep computing
-    with _COMPUTE:
+    with COMPUTE.photo():
         prepared = prepare(path, settings, model=model, source=Path(path).name, picture_side=DISPLAY_MAX_SIDE)
     if content is not None and cache is not None:
         cache.put(key, prepared)
@@ -349,7 +401,7 @@ def analyze_photo(
     """
     start = time.perf_counter()
     prepared, network_seconds = prepared_photo(image, settings, cache=cache, on_progress=on_progress)
-    with _COMPUTE:
+    with COMPUTE.photo():
         analysis = prepared.analyze(settings)
         whole = prepared.classifier_top5()
     if network_seconds is not None:
@@ -433,7 +485,7 @@ def probe_photo(
     sx, sy = prepared.picture.width / width, prepared.picture.height / height
     if on_picture:
         x, y = (x + 0.5) / sx, (y + 0.5) / sy  # the centre of the clicked screen pixel
-    with _COMPUTE:
+    with COMPUTE.photo():
         entries = prepared.probe(x, y, settings)
         cell = prepared.cell_box(x, y, settings)
         analysis = prepared.analyze(settings)
@@ -495,7 +547,7 @@ def webcam_frame(
         return None, {}
     settings = settings.replace(resolution=WEBCAM_RESOLUTION, scales=1)
     model = get_model(settings.backbone)
-    with _COMPUTE:
+    with COMPUTE.frame(), intra_op_threads(WEBCAM_THREADS):  # inside the lock: the thread count is process-wide
         prepared = prepare(frame, settings, model=model, source="webcam")
         analysis = prepared.analyze(settings)
     return box_view(analysis, prepared.picture), _unique_labels(
