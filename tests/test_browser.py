@@ -136,7 +136,7 @@ def test_a_presenters_tour(page, tmp_path, examples):
     assert page.locator("#live-top5").inner_text().strip()
     page.get_by_text(re.compile(r"\d+\.\d analysed frames/s")).wait_for(timeout=10_000)  # the rate it keeps
 
-    # On the Photo tab the camera's frames are not analysed (the cores go to the photo); back on its tab, they are.
+    # Leaving the Webcam tab stops the camera (the cores go to the photo tab); back on it, Record starts it again.
     live_src = "document.querySelector('#live-boxes img')?.getAttribute('src')"
     page.get_by_role("tab", name="Photo").click()
     time.sleep(1.0)
@@ -144,6 +144,9 @@ def test_a_presenters_tour(page, tmp_path, examples):
     time.sleep(2.0)
     assert page.evaluate(live_src) == hidden
     page.get_by_role("tab", name="Webcam").click()
+    record = page.locator("#camera").get_by_role("button", name=re.compile("capture|record", re.I))
+    assert "stop" not in record.inner_text().lower()
+    record.click()
     page.wait_for_function(f"{live_src} !== {json.dumps(hidden)}", timeout=30_000)
 
     assert page.outside == [], "the page must work with no internet"

@@ -330,6 +330,18 @@ def test_a_webcam_frame_gives_boxes_and_top_classes(examples):
     assert webcam_frame(None, DEFAULTS) == (None, {})
 
 
+def test_warm_up_runs_the_offline_network_once_and_never_downloads(cnn_calls, monkeypatch):
+    assert handlers.warm_up() is True
+    assert len(cnn_calls) == 1  # a 96 x 64 picture: one scale, the next would enlarge it more than 2x
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("warm_up must not load a network whose weights are not on this machine")
+
+    monkeypatch.setattr("ui.handlers.get_model", no_download)
+    downloading = next(name for name, entry in BACKBONES.items() if not entry.offline)
+    assert handlers.warm_up(DEFAULTS.replace(backbone=downloading)) is False
+
+
 def test_a_photo_waiting_for_the_network_goes_before_camera_frames():
     lock = handlers.ComputeLock()
     order: list[str] = []

@@ -13,6 +13,7 @@ its allowed values) and calls a handler.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,13 @@ FAILURES = (ImageError, ValueError, WeightsError, OSError)  # as the CLI; ImageE
 WEBCAM_STREAM_EVERY = 0.05  # 0.1 s: 9.3 frames/s shown, 0.05 s: 9.6 (bench.explorer)
 WEBCAM_CONSTRAINTS = {"video": {"width": {"ideal": 320}, "height": {"ideal": 240}}}
 RATE_WINDOW = 20  # frames the shown frame rate is averaged over
-HIDDEN_FRAME_PAUSE = 0.25  # s a camera frame is held before being dropped while the Webcam tab is hidden
+# Run in the browser when the Photo tab is chosen: the camera's own Stop button is pressed if it is streaming. A
+# hidden stream still costs the browser ~0.4 of a core here (capture, encoding), which slowed the photo tab's
+# analysis 1.4-1.7x (BENCHMARKS.md, 8).
+STOP_CAMERA_JS = """() => {
+  const button = document.querySelector('#camera button.capture-button');
+  if (button && /stop/i.test(button.innerText)) button.click();
+}"""
 DEFAULTS = Settings()
 
 INTRO = """\
@@ -86,7 +93,7 @@ EMPTY_HINT = "Pick an example photo, or drop, paste or upload your own, on the l
 WEBCAM_HELP = f"""\
 Point the camera at things and press **Record**. Each frame is analysed at {handlers.WEBCAM_RESOLUTION} px \
 (short side), one scale, with the network and sliders chosen above; boxes show where a class wins above the box \
-threshold."""
+threshold. Leaving this tab stops the camera."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,16 +328,8 @@ def webcam(
     scale_check: bool,
     granularity: str,
     frame_times: tuple[float, ...] = (),
-    shown: bool = True,
 ) -> tuple[Any, ...]:
-    """One camera frame: the box view, the frame's top 5, and the frames answered per second lately.
-
-    While the Webcam tab is not on screen (``shown`` False) the frame is dropped, after a pause that slows the
-    stream down to a few frames a second.
-    """
-    if not shown:
-        time.sleep(HIDDEN_FRAME_PAUSE)
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    """One camera frame: the box view, the frame's top 5, and the frames answered per second lately."""
     settings = settings_from(locals())
     try:
         boxes, top5 = handlers.webcam_frame(frame, settings)
@@ -505,7 +504,7 @@ def build_app() -> gr.Blocks:
                     record = gr.JSON(label="JSON", elem_id="json")
                 gr.Markdown(HOW_TO_READ, elem_id="how-to-read")
 
-            with gr.Tab("Webcam", id="webcam-tab") as webcam_tab:
+            with gr.Tab("Webcam", id="webcam-tab"):
                 gr.Markdown(WEBCAM_HELP)
                 with gr.Row():
                     camera = CameraInput(
@@ -532,7 +531,6 @@ def build_app() -> gr.Blocks:
                             label="Whole frame, top 5", num_top_classes=5, show_heading=False, elem_id="live-top5"
                         )
                 frame_times = gr.State(())
-                camera_shown = gr.State(False)  # whether the Webcam tab is the one on screen
 
         controls = [
             backbone,
@@ -613,10 +611,8 @@ def build_app() -> gr.Blocks:
         for event in (analysed, updated):
             event.failure(lambda name: name, shown_backbone, backbone, api_visibility="private", queue=False)
 
-        # The camera keeps streaming while another tab is on screen (the browser does not stop it); its frames are
-        # then not analysed, which leaves the cores to the photo tab (BENCHMARKS.md, 8).
-        photo_tab.select(lambda: False, None, camera_shown, queue=False, api_visibility="private")
-        webcam_tab.select(lambda: True, None, camera_shown, queue=False, api_visibility="private")
+        # Leaving the Webcam tab stops the camera (its light goes off), which leaves the cores to the photo tab.
+        photo_tab.select(None, js=STOP_CAMERA_JS, api_visibility="private", queue=False)
         camera.stream(
             webcam,
             [
@@ -629,7 +625,6 @@ def build_app() -> gr.Blocks:
                 scale_check,
                 granularity,
                 frame_times,
-                camera_shown,
             ],
             [live, live_top, live_rate, frame_times],
             stream_every=WEBCAM_STREAM_EVERY,
@@ -641,6 +636,9 @@ def build_app() -> gr.Blocks:
         )
     # Two cores: one photo analysis and one webcam stream at a time; the rest wait their turn in the queue.
     app.queue(default_concurrency_limit=1, max_size=64)
+    # The process's first analysis costs ~1 s more than the next ones (the groups, the network's first run, fonts):
+    # paid here in the background, while the server starts and the first page loads.
+    threading.Thread(target=handlers.warm_up, name="warm-up", daemon=True).start()
     return app
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "backbone_label",
     "friendly_error",
     "probe_photo",
+    "warm_up",
     "webcam_frame",
     "write_json",
 ]
@@ -375,6 +376,31 @@ def prepared_photo(
     if content is not None and cache is not None:
         cache.put(key, prepared)
     return prepared, time.perf_counter() - start
+
+
+def warm_up(settings: Settings | None = None) -> bool:
+    """Pay, before the first visitor does, what a process's first analysis costs on top of the network (~1 s here).
+
+    Loads ``settings.backbone`` if its weights are on this machine (never a download), builds the WordNet groups,
+    and analyses and draws a small grey picture once (the network's first run, the fonts, the colour maps).
+
+    Returns:
+        Whether it ran (False: the weights would have to be downloaded first).
+    """
+    settings = settings if settings is not None else Settings()
+    backbone = get_backbone(settings.backbone)
+    if not (backbone.offline and weights_status(backbone).available):
+        return False
+    model = get_model(settings.backbone)
+    grey = Image.new("RGB", (96, 64), (128, 128, 128))
+    with COMPUTE.photo():
+        prepared = prepare(grey, settings.replace(threshold=0.0), model=model, source="warm-up")
+        analysis = prepared.analyze(settings.replace(threshold=0.0))  # every cell "found": every drawing step runs
+        prepared.classifier_top5()
+    overlays(analysis, prepared.picture, limit=1)
+    class_map_layers(analysis, prepared.picture.size)
+    box_view(analysis, prepared.picture)
+    return True
 
 
 def analyze_photo(
