@@ -115,12 +115,17 @@ def run(config: Config) -> Section:
     try:
         with open_page(url, chromium, height=1000) as page:
             firsts = _first_analyses(page)
+            # The same photos again, the network run afresh: the baseline for the analyses after the camera, which
+            # (unlike the very first ones) find the network's buffers for these sizes already made.
+            handlers.PREPARED.clear()
+            names = EXAMPLES[:3] if config.quick else EXAMPLES
+            again = _first_analyses(page, names)
             moves = _slider_moves(page, ["0.30", "0.50", "0.35", "0.45", "0.60"][: 3 if config.quick else 5])
             probes = _probes(page, 3 if config.quick else 8)
             _start_webcam(page)
             fps, shown = _webcam_rate(page, 8 if config.quick else 20)
-            handlers.PREPARED.clear()  # the same photos again, the network run afresh
-            busy, streamed = _analyses_after_the_camera(page, EXAMPLES[:3] if config.quick else EXAMPLES)
+            handlers.PREPARED.clear()
+            busy, streamed = _analyses_after_the_camera(page, names)
     finally:
         app.close()
     # The bare forwards the last photo's analysis runs (every scale), for the slider-move ratio.
@@ -143,8 +148,8 @@ def run(config: Config) -> Section:
             ("click on the box view -> probe panel", ms(1000 * median(probes)), "<= 300"),
             ("webcam, analysed frames shown per second", f"{fps:.1f} /s (the page says: {shown})", ">= 10 /s"),
             ("first analysis of an example photo, the Photo tab reached from a streaming camera",
-             f"{ms(1000 * median(busy))} ({median(busy) / median(firsts):.2f}x; {streamed:.1f} frames/s meanwhile)",
-             "<= 1.25x the camera unused"),
+             f"{ms(1000 * median(busy))} ({median(busy) / median(again):.2f}x; {streamed:.1f} frames/s meanwhile)",
+             f"<= 1.25x the camera unused ({ms(1000 * median(again))}, the same photos a second time)"),
         ),
     )  # fmt: skip
     goals = (
@@ -155,8 +160,8 @@ def run(config: Config) -> Section:
         Goal(
             "8e. photo tab after the camera",
             "<= 1.25x the camera unused",
-            f"{median(busy) / median(firsts):.2f}x",
-            median(busy) <= 1.25 * median(firsts),
+            f"{median(busy) / median(again):.2f}x",
+            median(busy) <= 1.25 * median(again),
         ),
     )
     return Section("explorer", "8. The app in Chromium", INTRO, (table,), goals)
