@@ -470,7 +470,7 @@ class _Answers:
 
 
 def fewer_scales(prepared: core.Prepared, scales: int) -> core.Prepared:
-    """The prepared image as if prepared with its first ``scales`` scales (the network does not run again).
+    """The prepared image as if prepared with its first ``scales`` scales under the pyramid rule in force (no network).
 
     The pyramid's sizes do not depend on how many scales follow, so the first ``scales`` features are exactly
     those ``core.prepare`` computes for ``scales``; checked against ``core.analysis.pyramid``.
@@ -478,8 +478,6 @@ def fewer_scales(prepared: core.Prepared, scales: int) -> core.Prepared:
     Raises:
         ValueError: the sizes differ (a size limit merged scales).
     """
-    if scales == prepared.settings.scales:
-        return prepared
     height, width = prepared.image_size
     asked = prepared.settings.replace(scales=scales)
     sizes, _ = pyramid(width, height, asked)
@@ -573,8 +571,7 @@ def compare_fusions(
                 top = core.prepare(scene.image, base.core(), model=model, source=scene.name)
             for label, weights, enlargement in FUSIONS:
                 with fusion_rule(weights, enlargement):
-                    sizes, _ = pyramid(top.image_size[1], top.image_size[0], top.settings)
-                    answers = _Answers(dataclasses.replace(top.first_scales(len(sizes)), settings=top.settings))
+                    answers = _Answers(fewer_scales(top, base.scales))
                     for threshold in FUSION_THRESHOLDS:
                         for setting in with_class_level([dataclasses.replace(base, threshold=threshold)]):
                             named = dataclasses.replace(setting, backbone=f"{base.backbone} | {label}")

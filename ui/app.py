@@ -337,12 +337,12 @@ def webcam(
         raise _failed(error, backbone, "Could not analyse the camera frame") from error
     frame_times = (*frame_times[-(RATE_WINDOW - 1) :], time.monotonic())
     span = frame_times[-1] - frame_times[0]
-    # The rate is shown from the second frame on, then updated once a second: each update re-renders Markdown.
-    due = len(frame_times) == 2 or (len(frame_times) > 2 and int(frame_times[-1]) != int(frame_times[-2]))
     if span <= 0:
         rate = "measuring the frame rate…"
+    elif len(frame_times) == 2 or int(frame_times[-1]) != int(frame_times[-2]):  # then once a second: each update
+        rate = f"**{(len(frame_times) - 1) / span:.1f}** analysed frames/s"  # re-renders Markdown in the browser
     else:
-        rate = f"**{(len(frame_times) - 1) / span:.1f}** analysed frames/s" if due else gr.skip()
+        rate = gr.skip()
     return boxes, top5 or None, rate, frame_times
 
 
@@ -615,17 +615,7 @@ def build_app() -> gr.Blocks:
         photo_tab.select(None, js=STOP_CAMERA_JS, api_visibility="private", queue=False)
         camera.stream(
             webcam,
-            [
-                camera,
-                backbone,
-                kernel_size,
-                threshold,
-                box_threshold,
-                padding,
-                scale_check,
-                granularity,
-                frame_times,
-            ],
+            [camera, backbone, kernel_size, threshold, box_threshold, padding, scale_check, granularity, frame_times],
             [live, live_top, live_rate, frame_times],
             stream_every=WEBCAM_STREAM_EVERY,
             time_limit=300,
