@@ -131,7 +131,11 @@ def analyze_many(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
     if model is None:
-        model = get_model(settings.backbone) if device is None else load_backbone(settings.backbone, device=device)
+        model = (
+            get_model(settings.backbone)
+            if device is None
+            else load_backbone(settings.backbone, device=device, fold_batchnorms=True)
+        )
     items = list(images)
     names = list(sources) if sources is not None else [_source_of(item, i) for i, item in enumerate(items)]
     if len(names) != len(items):

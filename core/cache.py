@@ -24,7 +24,7 @@ _LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=int(os.environ.get("CLASSMAP_MODEL_CACHE", "3")))
 def _cached(name: str, weights: str | None) -> ClassMapModel:
-    return load_backbone(name, weights)
+    return load_backbone(name, weights, fold_batchnorms=True)
 
 
 def get_model(name: str = DEFAULT_BACKBONE, weights: str | None = "default") -> ClassMapModel:
@@ -35,7 +35,8 @@ def get_model(name: str = DEFAULT_BACKBONE, weights: str | None = "default") -> 
         weights: "default", None (random) or a checkpoint path, as ``core.load_backbone``.
 
     Returns:
-        The shared model; callers must not change it.
+        The shared model, its BatchNorms folded for inference (``ClassMapModel.fold_batchnorms``); callers must
+        not change it.
 
     Raises:
         ValueError: an unknown backbone (the message lists the choices).

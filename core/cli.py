@@ -559,7 +559,7 @@ def _analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             if args.device is None:
                 model = get_model(settings.backbone, args.weights)
             else:
-                model = load_backbone(settings.backbone, args.weights, device=args.device)
+                model = load_backbone(settings.backbone, args.weights, device=args.device, fold_batchnorms=True)
         except WeightsError as error:
             print(f"classmap: {error}", file=stderr)
             return 1

@@ -26,6 +26,23 @@ def _image(height: int, width: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
+@pytest.mark.parametrize("name", BACKBONES)
+def test_folding_batchnorms_into_convolutions_keeps_the_network_exact(name):
+    plain = randomize(core.load_backbone(name, weights=None, device="cpu")).double()
+    folded = randomize(core.load_backbone(name, weights=None, device="cpu")).double()
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in plain.network.modules())
+    count = folded.fold_batchnorms()
+    assert (count > 0) == (norms > 0) and folded.folded_batchnorms == count
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in folded.network.modules())
+    assert left == norms - count  # DenseNet's BatchNorms after a concatenation stay
+    x = _image(*RECTANGLE)
+    features = plain.features(x)
+    assert_close(folded.features(x), features, rtol=1e-10, atol=1e-10 * features.abs().max().item())
+    reference = plain.reference_logits(x)
+    assert_close(folded.reference_logits(x), reference, rtol=1e-10, atol=1e-10 * reference.abs().max().item())
+    assert folded.fold_batchnorms() == 0  # nothing left to fold: a second call changes nothing
+
+
 def test_random_model_is_not_degenerate(model):
     # Guards the tests below: they compare real computations, not biases over vanishing features.
     x = _image(224, 224)

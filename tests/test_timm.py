@@ -78,6 +78,22 @@ def test_each_cell_is_the_classifier_on_that_cell(model):
             assert_close(ours[..., i, j], cell, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_folding_batchnorms_keeps_a_timm_network_exact(name):
+    plain, folded = _randomized(name), _randomized(name)
+    head = {id(m) for m in folded.head_modules}
+    count = folded.fold_batchnorms()
+    norms = [m for m in plain.network.modules() if isinstance(m, nn.BatchNorm2d)]
+    if any(type(m) in (nn.BatchNorm2d, timm.layers.BatchNormAct2d) for m in norms):
+        assert count > 0
+    assert {id(m) for m in folded.head_modules} == head  # the head keeps its own modules (MobileNetV4's norm)
+    x = _image(64, 96)
+    features = plain.features(x)
+    assert_close(folded.features(x), features, rtol=1e-10, atol=1e-10 * features.abs().max().item())
+    reference = plain.reference_logits(x)
+    assert_close(folded.reference_logits(x), reference, rtol=1e-10, atol=1e-10 * reference.abs().max().item())
+
+
 def test_the_head_is_read_from_timms_modules():
     assert get_backbone("timm:resnet50.a1_in1k").head == ("fc",)
     convnext = ("head.norm", "head.flatten", "head.pre_logits", "head.drop", "head.fc")  # NormMlpClassifierHead
