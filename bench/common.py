@@ -79,17 +79,22 @@ def real_weights(name: str) -> bool:
 
 
 @functools.cache
-def model(name: str) -> ClassMapModel:
+def model(name: str, *, folded: bool = False) -> ClassMapModel:
     """A backbone, loaded once: real weights where installed (the offline backbones), random ones otherwise.
 
     Random weights are drawn from a fixed seed, so the classes they happen to "find" (and the overlays drawn for
     them) are the same from run to run.
+
+    Args:
+        name: a registry name.
+        folded: its BatchNorms folded into the convolutions, as ``core.get_model`` serves it to the app, the CLI
+            and ``core.analyze`` (what "ours" runs); False: the unmodified classifier (the baselines).
     """
     if real_weights(name):
-        return core.load_backbone(name)
+        return core.load_backbone(name, fold_batchnorms=folded)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return core.load_backbone(name, weights=None)
+        return core.load_backbone(name, weights=None, fold_batchnorms=folded)
 
 
 def weights_note(name: str) -> str:

@@ -38,7 +38,7 @@ def run(config: Config) -> Section:
     counts: dict[str, str] = {}  # backbone -> what the MAC counts say
     speedups: dict[int, list[float]] = {k: [] for k in KERNELS}
     for name in config.backbones:
-        m = model(name)
+        m = model(name, folded=True)  # the trunk as core.get_model serves it
         for size in config.conversion_sizes:
             x = m.preprocess(photo(size))
             features = m.features(x)

@@ -107,7 +107,7 @@ def run(config: Config) -> Section:
     from ui.app import build_app, launch_options
 
     settings = core.Settings()
-    m = model(settings.backbone)
+    m = model(settings.backbone, folded=True)  # the network the app runs (core.get_model's)
     app = build_app()
     _, url, _ = app.launch(
         server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options()

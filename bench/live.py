@@ -53,7 +53,7 @@ def run_webcam(config: Config) -> Section:
     def next_frame() -> Any:
         return handler(frames[next(counter) % len(frames)])
 
-    m = model(DEFAULT_BACKBONE)
+    m = model(DEFAULT_BACKBONE, folded=True)  # the network the handler runs (core.get_model's)
     prepared = core.prepare(frames[0], core.Settings(resolution=resolution, scales=1), model=m)
     x = m.preprocess(prepared.picture.resize(prepared.analysis_size[::-1]))
     s = interleave({"frame": next_frame, "forward": lambda: m.reference_logits(x)}, config.webcam_frames, warmup=2)

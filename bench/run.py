@@ -20,6 +20,7 @@ __all__ = ["SUITES", "main"]
 SUITES: dict[str, tuple[str, str]] = {
     "conversion": ("bench.conversion", "run"),
     "e2e": ("bench.pipeline", "run_e2e"),
+    "scales": ("bench.pipeline", "run_scales"),
     "slider": ("bench.pipeline", "run_slider"),
     "peers": ("bench.peers", "run"),
     "memory": ("bench.memory", "run"),
