@@ -1,8 +1,9 @@
 """The labelled photos of the map-quality evaluation, and the scenes built from them.
 
 Every photo is real and freely licensed, and none is downloaded: five are in ``examples/`` (see
-``examples/LICENSES.md``), five ship inside Python packages (scikit-image's sample data, scikit-learn's sample
-images, ``ndf``'s test image, the Kivy examples' picture demo) and are read where they lie. A photo holds one or
+``examples/LICENSES.md``), fourteen CC0 photos in ``bench/data/photos/`` (see its ``LICENSES.md``), and five ship
+inside Python packages (scikit-image's sample data, scikit-learn's sample images, ``ndf``'s test image, the Kivy
+examples' picture demo) and are read where they lie. A photo holds one or
 more labelled *things*: the ImageNet-1k classes that count as right for it (``accepted``: the class and the
 siblings that name the same thing, chosen from what the photo shows, not from what the networks answer; explained
 in QUALITY.md), where it is (a rectangle, or the whole frame), and whether finding it is *required* (counted by
@@ -75,7 +76,8 @@ class Photo:
 
     Attributes:
         name: short name used in scene names and tables.
-        location: ``"examples/<file>"`` in this repository, ``"<package>:<path inside the package>"``, or
+        location: a path in this repository (``"examples/<file>"``, ``"bench/data/photos/<file>"``),
+            ``"<package>:<path inside the package>"``, or
             ``"dist:<distribution>:<path of a data file it installed>"`` (files a wheel puts outside its package).
         things: what it shows.
         crop: the square ``(x1, y1, x2, y2)`` that mosaics tile; None: the centred square.
@@ -94,6 +96,10 @@ class Photo:
     def accepted(self) -> frozenset[int]:
         """The classes of its required things (what finding "this photo's object" means)."""
         return frozenset().union(*(t.accepted for t in self.things if t.required))
+
+
+def _pexels(number: int) -> str:
+    return f"CC0, Pexels photo {number} (via IBM's Model Asset eXchange samples; bench/data/photos/LICENSES.md)"
 
 
 # Cat breeds: ImageNet's five domestic cats (281 tabby, 282 tiger cat, 283 Persian, 284 Siamese, 285 Egyptian cat)
@@ -193,6 +199,133 @@ PHOTOS: tuple[Photo, ...] = (
         "Archive's public-domain image collection",
     ),
 )
+# Fourteen CC0 photos from Pexels, as IBM's Model Asset eXchange repositories ship them for their demos (copied
+# unchanged into bench/data/photos/; origin and licence of each in bench/data/photos/LICENSES.md): one or two
+# everyday objects per photo, framed much as ImageNet's photos are.
+PHOTOS += (
+    Photo("tabby", "bench/data/photos/tabby.jpg", (Thing(CATS),), None, None, _pexels(20787)),
+    Photo(
+        "beagle",
+        "bench/data/photos/beagle.jpg",
+        # beagle, Walker hound, English foxhound: ImageNet's tricolour hounds, which its own labels mix up
+        (Thing(frozenset({162, 166, 167}), (281, 162, 654, 720)),),  # a puppy sitting on a bench
+        (92, 0, 842, 750),
+        None,
+        _pexels(452772),
+    ),
+    Photo(
+        "pizza",
+        "bench/data/photos/pizza.jpg",
+        (Thing(frozenset({963})), Thing(frozenset({923}), required=False)),  # pizza; its plate and a side plate
+        None,
+        None,
+        _pexels(774487),
+    ),
+    Photo(
+        "launch",
+        "bench/data/photos/shuttle-launch.jpg",
+        # space shuttle, and ImageNet's rockets as for the Falcon 9: the orbiter on its tank and boosters at lift-off
+        (Thing(frozenset({812, 657, 744}), (205, 62, 292, 275)),),
+        (35, 0, 461, 426),
+        None,
+        _pexels(2166),
+    ),
+    Photo(
+        "ballpoint",
+        "bench/data/photos/ballpoint.jpg",
+        (Thing(frozenset({418, 563}), (396, 198, 1681, 2522)),),  # ballpoint, fountain pen: a pen on a notepad
+        None,
+        None,
+        "CC0, taken by the authors of IBM/MAX-Object-Detector (samples/a-pen-i-am.jpg)",
+    ),
+    Photo(
+        "teddy",
+        "bench/data/photos/teddy.jpg",
+        (Thing(frozenset({850}), (360, 133, 535, 303)),),  # a teddy bear beside a child (no class) on a footbridge
+        None,
+        None,
+        _pexels(39369),
+    ),
+    Photo(
+        "great-dane",
+        "bench/data/photos/great-dane.jpg",
+        (
+            Thing(frozenset({246}), (114, 58, 556, 803)),  # a Great Dane standing up to a girl
+            Thing(frozenset({841}), (78, 126, 361, 836), required=False),  # sweatshirt: her grey hoodie
+        ),
+        None,
+        None,
+        _pexels(532310),
+    ),
+    Photo(
+        "jockey",
+        "bench/data/photos/jockey.jpg",
+        (
+            Thing(frozenset({339}), (162, 65, 470, 382)),  # sorrel: ImageNet's one horse class, a racehorse here
+            Thing(frozenset({518}), (235, 10, 390, 190), required=False),  # crash helmet: the jockey's
+        ),
+        None,
+        None,
+        _pexels(158976),
+    ),
+    Photo(
+        "cheeseburger",
+        "bench/data/photos/cheeseburger.jpg",
+        (
+            Thing(frozenset({933}), (128, 152, 704, 608)),
+            Thing(frozenset({933}), (1000, 0, 1280, 130), required=False),  # a second one, cut off, behind
+            Thing(frozenset({923}), (80, 280, 1280, 752), required=False),  # plate (with fries: no class)
+        ),
+        (0, 0, 851, 851),
+        None,
+        _pexels(70497),
+    ),
+    Photo(
+        "espresso",
+        "bench/data/photos/espresso.jpg",
+        (Thing(frozenset({967, 968, 504}), (81, 405, 596, 862)),),  # as the coffee photo: a cup of latte art
+        (0, 313, 640, 953),
+        None,
+        _pexels(312418),
+    ),
+    Photo(
+        "taxis",
+        "bench/data/photos/taxis.jpg",
+        (Thing(frozenset({468}), (112, 496, 1280, 800)),),  # cab: New York's yellow cabs, a row of them
+        (427, 0, 1280, 853),
+        None,
+        _pexels(8247),
+    ),
+    Photo(
+        "bakery",
+        "bench/data/photos/bakery.jpg",
+        # bakery: a shop's counter of croissants and loaves (the scene is the thing); French loaf tolerated
+        (Thing(frozenset({415})), Thing(frozenset({930}), required=False)),
+        None,
+        None,
+        _pexels(192933),
+    ),
+    Photo(
+        "airliner",
+        "bench/data/photos/airliner.jpg",
+        # airliner, wing (ImageNet's "wing" photos show aircraft): a jet in a cloudy sky, a sixth of the width
+        (Thing(frozenset({404, 908}), (515, 355, 712, 483)),),
+        None,
+        None,
+        _pexels(8394),
+    ),
+    Photo(
+        "soccer",
+        "bench/data/photos/soccer.jpg",
+        (
+            Thing(frozenset({805}), (971, 710, 1064, 794)),  # soccer ball, at a player's foot
+            Thing(frozenset({610, 770}), (60, 170, 1120, 800), required=False),  # jersey, running shoe: the players
+        ),
+        (427, 0, 1280, 853),
+        None,
+        _pexels(274422),
+    ),
+)
 PHOTOS_BY_NAME = {photo.name: photo for photo in PHOTOS}
 
 
@@ -240,7 +373,7 @@ def photo_path(photo: Photo) -> Path:
         FileNotFoundError: the photo's package is not installed, or the file is missing; the message says which.
     """
     hint = "pip install -e '.[test,bench]'"
-    if photo.location.startswith("examples/"):
+    if ":" not in photo.location:  # a file of this repository
         path = ROOT / photo.location
     elif photo.location.startswith("dist:"):
         _, dist, inside = photo.location.split(":", 2)
