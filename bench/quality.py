@@ -70,7 +70,6 @@ __all__ = [
     "full_grid",
     "is_right",
     "main",
-    "min_region",
     "read_csv",
     "regroup",
     "report",
@@ -91,10 +90,11 @@ CHECK_SETS = ("2x2-256", "3x3-256")  # the same photos in other arrangements and
 # -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setting:
-    """One point of the sweep: core's settings, the grouping, and the minimum-region rule.
+    """One point of the sweep: core's settings and the grouping.
 
     ``min_members`` / ``max_members`` are the grouping's (``core.hierarchy.grouping``), 0 for granularity "class".
-    ``min_region``: drop entries that win only a single map cell above the threshold (not in core).
+    ``min_region``: an entry must win at least two map cells above the threshold (core's ``min_cells=2``; False:
+    ``min_cells=1``, any single cell, the seed's rule).
     """
 
     backbone: str
@@ -110,7 +110,7 @@ class Setting:
     min_region: bool = False
 
     def core(self) -> core.Settings:
-        """The core settings of this point (the grouping and the minimum region are not core settings)."""
+        """The core settings of this point (the grouping is not a core setting)."""
         return core.Settings(
             backbone=self.backbone,
             resolution=self.resolution,
@@ -120,11 +120,18 @@ class Setting:
             scale_check=self.scale_check,
             granularity=self.granularity,
             scales=self.scales,
+            min_cells=2 if self.min_region else 1,
         )
 
     @classmethod
-    def of(cls, settings: core.Settings, min_region: bool = False) -> Setting:
-        """The point for core settings, with core's grouping for granularity "group"."""
+    def of(cls, settings: core.Settings) -> Setting:
+        """The point for core settings, with core's grouping for granularity "group".
+
+        Raises:
+            ValueError: a ``min_cells`` other than 1 or 2 (the sweep's two minimum regions).
+        """
+        if settings.min_cells not in (1, 2):
+            raise ValueError(f"the sweep knows min_cells 1 and 2, not {settings.min_cells}")
         group = settings.granularity == "group"
         return cls(
             settings.backbone,
@@ -137,7 +144,7 @@ class Setting:
             settings.threshold,
             settings.box_threshold,
             settings.scale_check,
-            min_region,
+            settings.min_cells == 2,
         )
 
     @property
@@ -164,7 +171,7 @@ class Setting:
 
 # The chosen defaults (QUALITY.md: the best of the sweep by ``choose``'s rule): one setting for the app, the CLI
 # and the API. min_members / max_members are core.hierarchy's grouping.
-CHOSEN = Setting("efficientnet_lite2", 320, 4, 3, "group", 5, 130, 0.5, 0.3, False, False)
+CHOSEN = Setting("efficientnet_lite2", 320, 4, 3, "group", 5, 130, 0.5, 0.5, False, True)
 # The seed article's rule on today's backbone and resolution: kernel 3, threshold 0.85, box 0.5, 1 scale, classes.
 SEED = Setting("efficientnet_lite2", 320, 1, 3, "class", 0, 0, 0.85, 0.5, False, False)
 
@@ -391,19 +398,11 @@ def aggregate(scores: Sequence[SceneScore]) -> SetScore:
 # Analyses: core's, regrouped, minimum region
 # -------------------------------------------------------------------------------------------------------------
 class Answer(NamedTuple):
-    """Found entries and their boxes, and the map's size (what scoring and the minimum-region rule read)."""
+    """Found entries and their boxes, and the map's size (what scoring reads)."""
 
     classes: tuple[Any, ...]
     boxes: tuple[Any, ...]
     map_size: tuple[int, int]
-
-
-def min_region(answer: Answer, cells: int = 1) -> Answer:
-    """The answer without entries that win at most ``cells`` map cells above the threshold (and their boxes)."""
-    rows, cols = answer.map_size
-    kept = tuple(c for c in answer.classes if round(c.area * rows * cols) > cells)
-    channels = {c.channel for c in kept}
-    return Answer(kept, tuple(b for b in answer.boxes if b.channel in channels), answer.map_size)
 
 
 @functools.cache
@@ -441,9 +440,7 @@ class _Answers:
     def __call__(self, setting: Setting) -> Answer:
         if setting in self.cache:
             return self.cache[setting]
-        if setting.min_region:
-            answer = min_region(self(dataclasses.replace(setting, min_region=False)))
-        elif setting.native:
+        if setting.native:
             analysis = self.prepared.analyze(setting.core())
             answer = Answer(analysis.classes, analysis.boxes, analysis.map_size)
             self.cache["extent", setting.kernel_size] = analysis.extent
@@ -464,7 +461,7 @@ class _Answers:
         if extent_key not in self.cache:
             self(dataclasses.replace(setting.as_class(), threshold=1.0, scale_check=False))
         height, width = self.prepared.image_size
-        classes = find_classes(max_prob, winner, setting.threshold, vocab)
+        classes = find_classes(max_prob, winner, setting.threshold, vocab, 2 if setting.min_region else 1)
         boxes = find_boxes(max_prob, winner, classes, setting.box_threshold, self.cache[extent_key], (width, height))
         return Answer(tuple(classes), tuple(boxes), (int(max_prob.shape[0]), int(max_prob.shape[1])))
 

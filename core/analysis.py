@@ -384,7 +384,7 @@ class Prepared:
         settings = self._settings(settings, changes)
         maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
         max_prob, winner = maps.max_prob, maps.winner
-        classes = find_classes(max_prob, winner, settings.threshold, maps.vocabulary)
+        classes = find_classes(max_prob, winner, settings.threshold, maps.vocabulary, settings.min_cells)
         if settings.scale_check:
             view_winner = self._view_winner(settings, winner.shape)
             if view_winner is not None:
@@ -545,7 +545,8 @@ def analyze(
         resolution: one setting.
         settings: every setting at once (default ``Settings()``, the project's measured defaults).
         source: the name to report for the image (defaults to the file name).
-        **changes: any other setting by name (``padding``, ``scale_check``, ``granularity``, ``scales``).
+        **changes: any other setting by name (``padding``, ``scale_check``, ``granularity``, ``scales``,
+            ``min_cells``).
 
     Returns:
         The analysis.

@@ -28,6 +28,7 @@ from core.results import Analysis
 from core.settings import (
     GRANULARITIES,
     KERNEL_SIZES,
+    MAX_MIN_CELLS,
     MAX_RESOLUTION,
     MAX_SCALES,
     MIN_RESOLUTION,
@@ -146,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"how many image sizes the network sees, from --resolution up in steps of sqrt(2), maps averaged "
         f"(1..{MAX_SCALES}; default {defaults.scales}; the seed used 1)",
+    )
+    analyze.add_argument(
+        "--min-cells",
+        type=int,
+        choices=range(1, MAX_MIN_CELLS + 1),
+        metavar="N",
+        help=f"a class or group is found only where it wins at least N map cells above the threshold "
+        f"(1..{MAX_MIN_CELLS}; default {defaults.min_cells}; the seed's rule is 1)",
     )
     analyze.add_argument(
         "--resolution",
@@ -482,6 +491,7 @@ SETTING_OPTIONS = (
     "scale_check",
     "granularity",
     "scales",
+    "min_cells",
 )
 
 

@@ -21,15 +21,16 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def find_classes(
-    max_prob: np.ndarray, winner: np.ndarray, threshold: float, vocabulary: Vocabulary
+    max_prob: np.ndarray, winner: np.ndarray, threshold: float, vocabulary: Vocabulary, min_cells: int = 1
 ) -> list[FoundClass]:
-    """Every channel that wins a cell with probability above ``threshold``, by score descending.
+    """Every channel that wins at least ``min_cells`` cells with probability above ``threshold``, by score descending.
 
     Args:
         max_prob: per cell, the winning channel's probability.
         winner: per cell, the winning channel.
         threshold: the probability a cell must exceed.
         vocabulary: what the channels stand for.
+        min_cells: how many such cells a channel needs (1: any one, the seed's rule).
 
     Returns:
         The found classes (or groups), each with its best cell's probability and the fraction of cells it wins.
@@ -39,6 +40,8 @@ def find_classes(
     for channel in np.unique(winner[above]):
         channel = int(channel)
         cells = above & (winner == channel)
+        if cells.sum() < min_cells:
+            continue
         found.append(
             FoundClass(
                 index=vocabulary.index(channel),

@@ -160,6 +160,7 @@ class Analysis:
             "threshold": settings.threshold,
             "box_threshold": settings.box_threshold,
             "scale_check": settings.scale_check,
+            "min_cells": settings.min_cells,
             "granularity": settings.granularity,
             "resolution": settings.resolution,
             "scales": [list(size) for size in self.scales],

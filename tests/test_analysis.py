@@ -70,6 +70,17 @@ def test_box_threshold_splits_a_region_and_boxes_map_through_the_extent():
     assert sorted(b.box for b in boxes) == [(10, 10, 30, 20), (40, 10, 60, 20)]
 
 
+def test_min_cells_drops_a_channel_won_in_fewer_cells_above_the_threshold():
+    prob, winner = _map(4, 6)
+    prob[0:2, 0:2], winner[0:2, 0:2] = 0.9, 281  # four cells
+    prob[3, 5], winner[3, 5] = 0.99, 967  # one confident cell
+    prob[3, 0:2], winner[3, 0:2] = [0.9, 0.6], 504  # two cells, one of them below the threshold
+    assert [c.index for c in find_classes(prob, winner, 0.85, CATS)] == [967, 281, 504]
+    assert [c.index for c in find_classes(prob, winner, 0.85, CATS, min_cells=2)] == [281]
+    assert [c.index for c in find_classes(prob, winner, 0.5, CATS, min_cells=2)] == [281, 504]
+    assert find_classes(prob, winner, 0.85, CATS, min_cells=5) == []
+
+
 def test_nothing_above_threshold_is_an_empty_answer_not_an_error():
     prob, winner = _map(5, 5)
     assert find_classes(prob, winner, 0.85, CATS) == []

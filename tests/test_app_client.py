@@ -59,7 +59,8 @@ def test_the_api_is_analyze_with_named_inputs(url):
     endpoint = api["named_endpoints"]["/analyze"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
-    assert set(names[4:]) == {"box_threshold", "resolution", "padding", "scale_check", "granularity", "scales"}
+    optional = {"box_threshold", "resolution", "padding", "scale_check", "granularity", "scales", "min_cells"}
+    assert set(names[4:]) == optional
     assert all(p["parameter_has_default"] for p in endpoint["parameters"][1:])
     assert endpoint["returns"][-1]["component"] == "Json"
 
@@ -82,7 +83,8 @@ def test_the_json_is_the_clis_for_the_same_images(url, examples):
 
 def test_the_json_equals_core_analyze_for_other_settings(url, examples):
     settings = {"kernel_size": 5, "threshold": 0.4, "box_threshold": 0.3, "resolution": 448, "padding": "valid",
-                "scale_check": not DEFAULTS.scale_check, "scales": 1, "granularity": "group"}  # fmt: skip
+                "scale_check": not DEFAULTS.scale_check, "scales": 1, "granularity": "group",
+                "min_cells": 3}  # fmt: skip
     path = examples / "astronaut.jpg"
     outputs = analyze(Client(url, verbose=False), path, backbone="efficientnet_lite1", **settings)
     expected = core.analyze(path, "efficientnet_lite1", **settings, source="astronaut.jpg").to_dict()

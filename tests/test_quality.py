@@ -16,14 +16,12 @@ from bench.quality import (
     CHOSEN,
     SEED,
     TARGETS,
-    Answer,
     SetScore,
     Setting,
     aggregate,
     choose,
     fewer_scales,
     is_right,
-    min_region,
     read_csv,
     regroup,
     score_scene,
@@ -164,12 +162,10 @@ def test_aggregate_leaves_undefined_localization_out_of_the_mean():
     assert (total.classes, total.scenes) == (pytest.approx(2 / 3), 3)
 
 
-def test_the_minimum_region_drops_entries_won_in_a_single_cell_and_their_boxes():
-    big = SimpleNamespace(index=CAT, area=3 / 16, channel=CAT)
-    speck = SimpleNamespace(index=BANANA, area=1 / 16, channel=BANANA)
-    boxes = (SimpleNamespace(index=CAT, channel=CAT, box=(0, 0, 1, 1)), SimpleNamespace(channel=BANANA, box=(1,) * 4))
-    kept = min_region(Answer((big, speck), boxes, (4, 4)))
-    assert kept.classes == (big,) and kept.boxes == boxes[:1] and kept.map_size == (4, 4)
+def test_the_minimum_region_is_cores_min_cells():
+    assert CHOSEN.min_region and CHOSEN.core().min_cells == 2 and SEED.core().min_cells == 1
+    with pytest.raises(ValueError, match="min_cells 1 and 2"):
+        Setting.of(core.Settings(min_cells=3))
 
 
 def _results(values: dict[str, float]) -> dict[tuple[str, Setting], SetScore]:

@@ -60,5 +60,6 @@ def test_recorded_json_is_unchanged(prepared, record) -> None:
     new = prepared(settings.backbone, settings.resolution, old["image"]["source"]).analyze(settings).to_dict()
     same(old, new)
     assert new["granularity"] == "class" and len(new["scales"]) == 1 and new["scales"][0] == new["analysis_size"]
+    assert new["min_cells"] == 1  # the seed names a class from any single cell
     for entry in new["classes"] + new["boxes"]:
         assert entry["members"] == [entry["index"]] and entry["wnid"] == class_wnids()[entry["index"]]

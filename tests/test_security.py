@@ -48,7 +48,7 @@ def outside_image() -> Path:
 
 def analyze_args(file: dict, **changes) -> list:
     """The ``analyze`` event's inputs, in order: image, backbone, kernel_size, threshold, box_threshold, resolution,
-    padding, scale_check, granularity, scales."""
+    padding, scale_check, granularity, scales, min_cells."""
     values = {
         "backbone": "efficientnet_lite2",
         "kernel_size": 3,
@@ -59,6 +59,7 @@ def analyze_args(file: dict, **changes) -> list:
         "scale_check": False,
         "granularity": "class",
         "scales": 1,
+        "min_cells": 1,
     }
     values.update(changes)
     return [file, *values.values()]
@@ -94,7 +95,9 @@ def test_api_refuses_server_files_with_meta_too(app_url, outside_image) -> None:
 
 def test_webcam_endpoint_refuses_server_files(app_url, outside_image) -> None:
     event, payload = call(
-        app_url, "webcam", [{"path": str(outside_image)}, "efficientnet_lite2", 3, 0.85, 0.5, "same", False, "class"]
+        app_url,
+        "webcam",
+        [{"path": str(outside_image)}, "efficientnet_lite2", 3, 0.85, 0.5, "same", False, "class", 1],
     )
     assert event == "error"
     assert "not uploaded" in json.dumps(payload)

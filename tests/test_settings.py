@@ -18,7 +18,8 @@ def test_defaults_and_presets() -> None:
         1,
         "class",
     )
-    assert not seed.scale_check
+    assert not seed.scale_check and seed.min_cells == 1  # the seed names a class from any single cell
+    assert Settings().min_cells == 2
     assert Settings.preset("best") != seed
     assert Settings.preset("seed", threshold=0.5).threshold == 0.5
     with pytest.raises(ValueError, match="preset must be one of seed, best"):
@@ -36,7 +37,7 @@ def test_settings_are_frozen_and_compare_by_value() -> None:
 
 def test_network_key_holds_what_runs_the_network_again() -> None:
     base = Settings()
-    for change in (dict(threshold=0.5), dict(kernel_size=1), dict(granularity="group"), dict(scale_check=True)):
+    for change in (dict(threshold=0.5), dict(kernel_size=1), dict(granularity="class"), dict(min_cells=1)):
         assert base.replace(**change).network_key == base.network_key, change
     for change in (dict(resolution=448), dict(scales=2), dict(backbone="efficientnet_lite0")):
         assert base.replace(**change).network_key != base.network_key, change
@@ -56,6 +57,7 @@ def test_network_key_holds_what_runs_the_network_again() -> None:
         (dict(scale_check=1), dict(scale_check=True)),
         (dict(scales=2.0, granularity="group"), dict(scales=2, granularity="group")),
         (dict(threshold=None), dict()),
+        (dict(min_cells="3"), dict(min_cells=3)),
     ],
 )
 def test_parse_converts_what_is_unambiguous(values, expected) -> None:
@@ -74,6 +76,8 @@ def test_parse_converts_what_is_unambiguous(values, expected) -> None:
         (dict(scale_check="maybe"), "scale_check must be true or false, got 'maybe'"),
         (dict(granularity="species"), "granularity must be one of class, group"),
         (dict(scales=0), "scales must be an integer from 1 to 4"),
+        (dict(min_cells=0), "min_cells must be an integer from 1 to 16"),
+        (dict(min_cells=2.5), "min_cells must be an integer from 1 to 16, got 2.5"),
         (dict(scales=2, padding="valid"), "scales above 1 need padding 'same'"),
         (dict(resolution="big"), "resolution must be an integer short side"),
         (dict(backbone="nonet"), "unknown backbone"),

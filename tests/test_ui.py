@@ -107,6 +107,7 @@ def test_slider_moves_reuse_the_network_output(examples, cnn_calls, cache):
         {"scale_check": not DEFAULTS.scale_check},
         {"granularity": "class"},
         {"granularity": "group"},
+        {"min_cells": 1},
     ]
     for change in changes:
         settings = DEFAULTS.replace(**change)
@@ -424,7 +425,8 @@ def test_the_page_offers_the_contract_api_and_the_controls_asked_for():
     endpoint = app.get_api_info()["named_endpoints"]["/analyze"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
-    assert names[4:] == ["box_threshold", "resolution", "padding", "scale_check", "granularity", "scales"]
+    optional = ["box_threshold", "resolution", "padding", "scale_check", "granularity", "scales", "min_cells"]
+    assert names[4:] == optional
     required = [p["parameter_name"] for p in endpoint["parameters"] if not p["parameter_has_default"]]
     assert required == ["image"]
     assert endpoint["returns"][-1]["component"] == "Json"

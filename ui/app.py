@@ -21,7 +21,7 @@ from typing import Any
 import gradio as gr
 
 from core.images import ImageError
-from core.settings import KERNEL_SIZES, MAX_SCALES, PADDINGS, Settings
+from core.settings import KERNEL_SIZES, MAX_MIN_CELLS, MAX_SCALES, PADDINGS, Settings
 from core.weights import WeightsError
 from ui import handlers
 from ui.components import (
@@ -82,7 +82,8 @@ see less certain guesses; raise it to keep only the sure ones.
 about *what kind of thing* it sees is not split between look-alike classes.
 - **Advanced:** *box threshold* is how sure a region must be to get a box; *resolution* is the size the photo \
 is scaled to before the network sees it; *scales* lets the network also look at larger copies of the photo \
-(finds smaller things, takes longer); *padding* "same" keeps the map aligned with the photo's edges, "valid" is \
+(finds smaller things, takes longer); *smallest region* hides a class that wins only a lone patch (more often a \
+part or a texture than an object); *padding* "same" keeps the map aligned with the photo's edges, "valid" is \
 the original article's convolution; *scale check* keeps a class only where the classifier, looking at a \
 photo-sized (224 px) window as it was trained to, agrees.
 
@@ -111,6 +112,7 @@ CONTROLS = (
     "scale_check",
     "granularity",
     "scales",
+    "min_cells",
 )
 
 
@@ -148,6 +150,7 @@ def analyze(
     scale_check: bool = DEFAULTS.scale_check,
     granularity: str = DEFAULTS.granularity,
     scales: float = DEFAULTS.scales,
+    min_cells: float = DEFAULTS.min_cells,
     progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way of asking for a progress bar
 ) -> tuple[Any, ...]:
     """Analyse an image: pseudo-CAM overlays, box view, what was found, top 5, and the JSON (last).
@@ -165,6 +168,7 @@ def analyze(
         scale_check: keep a class only where the classifier, pooling over its own training view, also picks it.
         granularity: "class" or "group".
         scales: how many image sizes the network sees (1..4).
+        min_cells: a class or group is found only where it wins at least this many map cells (1..16).
         progress: Gradio's progress bar (not an input).
 
     Returns:
@@ -242,6 +246,7 @@ def probe(
     scale_check: bool = DEFAULTS.scale_check,
     granularity: str = DEFAULTS.granularity,
     scales: float = DEFAULTS.scales,
+    min_cells: float = DEFAULTS.min_cells,
 ) -> tuple[Any, ...]:
     """What the network sees at one point: the top 5 classes (or groups) of the map cell under (x, y).
 
@@ -258,6 +263,7 @@ def probe(
         scale_check: as for ``analyze``.
         granularity: as for ``analyze``.
         scales: as for ``analyze``.
+        min_cells: as for ``analyze``.
 
     Returns:
         The cell's top 5 as label -> probability, the box view with the cell marked, and the answer as JSON (last).
@@ -285,6 +291,7 @@ def probe_click(
     scale_check: bool,
     granularity: str,
     scales: float,
+    min_cells: float,
     event: gr.SelectData,
 ) -> tuple[Any, ...]:
     """A click on the box view: probe the map cell under it (the picture is drawn at screen size)."""
@@ -315,6 +322,7 @@ def preset(name: str) -> tuple[Any, ...]:
         settings.granularity,
         settings.scales,
         settings.padding,
+        settings.min_cells,
     )
 
 
@@ -327,6 +335,7 @@ def webcam(
     padding: str,
     scale_check: bool,
     granularity: str,
+    min_cells: float,
     frame_times: tuple[float, ...] = (),
 ) -> tuple[Any, ...]:
     """One camera frame: the box view, the frame's top 5, and the frames answered per second lately."""
@@ -399,7 +408,9 @@ def build_app() -> gr.Blocks:
                 scale=3,
                 elem_id="granularity",
             )
-        with gr.Accordion("Advanced: box threshold, resolution, scales, padding, scale check", open=False):
+        with gr.Accordion(
+            "Advanced: box threshold, resolution, scales, smallest region, padding, scale check", open=False
+        ):
             with gr.Row(equal_height=True, elem_id="advanced"):
                 box_threshold = SettingSlider(
                     0, 1, step=0.01, value=DEFAULTS.box_threshold, label="Box threshold", elem_id="box-threshold"
@@ -419,6 +430,15 @@ def build_app() -> gr.Blocks:
                     label="Scales",
                     info="Also look at larger copies of the photo (√2 apart, at most twice its own size)",
                     elem_id="scales",
+                )
+                min_cells = SettingSlider(
+                    1,
+                    MAX_MIN_CELLS,
+                    step=1,
+                    value=DEFAULTS.min_cells,
+                    label="Smallest region",
+                    info="Name a class only where it wins at least this many map patches (1: any single patch)",
+                    elem_id="min-cells",
                 )
                 padding = SettingRadio(list(PADDINGS), value=DEFAULTS.padding, label="Padding", elem_id="padding")
                 scale_check = SettingCheckbox(
@@ -542,6 +562,7 @@ def build_app() -> gr.Blocks:
             scale_check,
             granularity,
             scales,
+            min_cells,
         ]
         shown_backbone = gr.State(DEFAULTS.backbone)
         page_outputs = [gallery, boxes, class_map, found, top5, download, summary, record, channels, shown_backbone]
@@ -575,6 +596,7 @@ def build_app() -> gr.Blocks:
                 padding.input,
                 scale_check.input,
                 granularity.input,
+                min_cells.input,
             ],
             show,
             [image, *controls, selected],
@@ -584,7 +606,7 @@ def build_app() -> gr.Blocks:
             show_progress="minimal",
             trigger_mode="always_last",
         )
-        preset_controls = [kernel_size, threshold, box_threshold, scale_check, granularity, scales, padding]
+        preset_controls = [kernel_size, threshold, box_threshold, scale_check, granularity, scales, padding, min_cells]
         for button, name in ((seed_preset, "seed"), (best_preset, "best")):
             button.click(
                 lambda name=name: preset(name), None, preset_controls, api_visibility="private", queue=False
@@ -615,7 +637,18 @@ def build_app() -> gr.Blocks:
         photo_tab.select(None, js=STOP_CAMERA_JS, api_visibility="private", queue=False)
         camera.stream(
             webcam,
-            [camera, backbone, kernel_size, threshold, box_threshold, padding, scale_check, granularity, frame_times],
+            [
+                camera,
+                backbone,
+                kernel_size,
+                threshold,
+                box_threshold,
+                padding,
+                scale_check,
+                granularity,
+                min_cells,
+                frame_times,
+            ],
             [live, live_top, live_rate, frame_times],
             stream_every=WEBCAM_STREAM_EVERY,
             time_limit=300,
