@@ -144,9 +144,7 @@ class ClassMapModel(nn.Module):
         parameter = next(self.network.parameters())
         generator = torch.Generator().manual_seed(0)
         example = torch.randn(1, 3, 64, 64, generator=generator).to(device=parameter.device, dtype=parameter.dtype)
-        head = {id(module) for module in self._head}
-        pairs, before = _conv_batchnorm_pairs(self, example)
-        pairs = [(conv, norm) for conv, norm in pairs if id(conv) not in head and id(norm) not in head]
+        pairs, before = _conv_batchnorm_pairs(self, example)  # the trunk's: the head does not run in it
         if not pairs:
             return 0
         parents = {
@@ -471,8 +469,9 @@ def _conv_batchnorm_pairs(
     runs: Counter[int] = Counter()
     inside: list[nn.Module] = []
 
-    def on_conv(module: nn.Module, _args: object, out: Tensor) -> None:
+    def made_by(module: nn.Module, _args: object, out: Tensor) -> None:
         made[id(out)] = (module, out)
+        inside.pop()
 
     def enter(module: nn.Module, _args: object) -> None:
         runs[id(module)] += 1
@@ -492,8 +491,7 @@ def _conv_batchnorm_pairs(
     hooks = []
     for module in model.network.modules():
         if type(module) in _FOLDABLE_CONVS:
-            hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(on_conv)]
-            hooks.append(module.register_forward_hook(leave))
+            hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(made_by)]
         elif type(module) in _FOLDABLE_NORMS:
             hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
     try:

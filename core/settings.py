@@ -108,12 +108,8 @@ class Settings:
             raise ValueError(f"scale_check must be true or false, got {echo(self.scale_check)}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {_choices(GRANULARITIES)}, got {echo(self.granularity)}")
-        integral = type(self.scales) is int or isinstance(self.scales, np.integer)
-        if not integral or not 1 <= self.scales <= MAX_SCALES:
-            raise ValueError(f"scales must be an integer from 1 to {MAX_SCALES}, got {echo(self.scales)}")
-        integral = type(self.min_cells) is int or isinstance(self.min_cells, np.integer)
-        if not integral or not 1 <= self.min_cells <= MAX_MIN_CELLS:
-            raise ValueError(f"min_cells must be an integer from 1 to {MAX_MIN_CELLS}, got {echo(self.min_cells)}")
+        _check_count("scales", self.scales, MAX_SCALES)
+        _check_count("min_cells", self.min_cells, MAX_MIN_CELLS)
         if self.scales > 1 and self.padding != "same":
             raise ValueError("scales above 1 need padding 'same' (the maps of several sizes are fused on one grid)")
         # Normalised types: plain int / float / bool, so that equal settings compare (and hash) equal.
@@ -198,6 +194,12 @@ class Settings:
 
 def _choices(values: tuple[Any, ...]) -> str:
     return ", ".join(map(str, values))
+
+
+def _check_count(name: str, value: Any, most: int) -> None:
+    integral = type(value) is int or isinstance(value, np.integer)
+    if not integral or not 1 <= value <= most:
+        raise ValueError(f"{name} must be an integer from 1 to {most}, got {echo(value)}")
 
 
 def _check_resolution(value: Any) -> None:

@@ -37,7 +37,11 @@ def url(app_url) -> str:
 
 @pytest.fixture
 def cnn_calls(monkeypatch) -> list[int]:
-    """One entry per run of a network's trunk (the app runs in this process, on its own threads)."""
+    """One entry per run of a network's trunk (the app runs in this process, on its own threads).
+
+    The backbone these tests use is loaded first: loading folds its BatchNorms, which runs the trunk on a small example.
+    """
+    core.get_model("efficientnet_lite0")
     calls: list[int] = []
     original = ClassMapModel.features
 

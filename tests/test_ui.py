@@ -50,7 +50,11 @@ DEFAULTS = Settings()
 
 @pytest.fixture
 def cnn_calls(monkeypatch) -> list[tuple[int, ...]]:
-    """Shapes of the inputs every ``ClassMapModel.features`` call (the network's trunk) receives."""
+    """Shapes of the inputs every ``ClassMapModel.features`` call (the network's trunk) receives.
+
+    The default model is loaded first: loading folds its BatchNorms, which runs the trunk on a small example.
+    """
+    core.get_model(DEFAULTS.backbone)
     calls: list[tuple[int, ...]] = []
     original = ClassMapModel.features
 

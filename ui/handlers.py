@@ -393,9 +393,10 @@ def warm_up(settings: Settings | None = None) -> bool:
         return False
     model = get_model(settings.backbone)
     grey = Image.new("RGB", (96, 64), (128, 128, 128))
+    everything = settings.replace(threshold=0.0, min_cells=1)  # every cell "found": every drawing step runs
     with COMPUTE.photo():
-        prepared = prepare(grey, settings.replace(threshold=0.0), model=model, source="warm-up")
-        analysis = prepared.analyze(settings.replace(threshold=0.0))  # every cell "found": every drawing step runs
+        prepared = prepare(grey, everything, model=model, source="warm-up")
+        analysis = prepared.analyze(everything)
         prepared.classifier_top5()
     overlays(analysis, prepared.picture, limit=1)
     class_map_layers(analysis, prepared.picture.size)
