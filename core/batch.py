@@ -23,7 +23,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.analysis import FusedMap, Prepared, analysis_pixels, fused_probabilities, pyramid, top5_of
+from core.analysis import (
+    FusedMap,
+    Prepared,
+    analysis_pixels,
+    fused_probabilities,
+    image_array,
+    pyramid,
+    top5_of,
+)
 from core.cache import get_model
 from core.hierarchy import vocabulary
 from core.images import ImageError, load_image
@@ -83,7 +91,8 @@ class _Images(Dataset):
             loaded = load_image(self.items[position], source)
             width, height = loaded.image.size
             sizes, notices = pyramid(width, height, self.settings)
-            pixels = tuple(analysis_pixels(loaded.image, size) for size in sizes)
+            array = image_array(loaded.image)
+            pixels = tuple(analysis_pixels(array, size) for size in sizes)
         except (ImageError, ValueError, OSError) as error:
             return _Decoded(position, source, error=str(error))
         notices = loaded.notices + tuple(notices)
