@@ -154,7 +154,7 @@ def analysis_pixels(image: Image.Image | np.ndarray, size: tuple[int, int]) -> n
         return pixels
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # 1 x 3 x H x W, channels-last strides: uint8 fast path
     resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return np.ascontiguousarray(resized[0].permute(1, 2, 0).numpy())  # H x W x 3
+    return resized[0].permute(1, 2, 0).contiguous().numpy()  # H x W x 3 (torch's copy: ~1.6x numpy's)
 
 
 @dataclass(frozen=True)
