@@ -148,8 +148,16 @@ def analysis_pixels(image: Image.Image | np.ndarray, size: tuple[int, int]) -> n
     Args:
         image: an RGB PIL image, or its pixels (``image_array``: pass them when resizing one image to several sizes).
         size: (height, width).
+
+    Raises:
+        ValueError: an array that is not H x W x 3 uint8.
     """
-    pixels = image if isinstance(image, np.ndarray) else image_array(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"pixels must be an H x W x 3 uint8 array, got {image.shape} {image.dtype}")
+        pixels = np.require(image, requirements=["C", "W"])  # torch reads it in place: contiguous and writable
+    else:
+        pixels = image_array(image)
     if size == pixels.shape[:2]:
         return pixels
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # 1 x 3 x H x W, channels-last strides: uint8 fast path

@@ -108,6 +108,17 @@ def test_analysis_size_rule():
             core.Settings(resolution=bad)
 
 
+def test_analysis_pixels_reads_a_read_only_array_and_refuses_other_arrays():
+    pixels = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
+    pixels.setflags(write=False)  # as np.asarray of a PIL image gives
+    resized = core.analysis.analysis_pixels(pixels, (5, 6))
+    assert resized.shape == (5, 6, 3) and resized.dtype == np.uint8
+    assert np.array_equal(resized, core.analysis.analysis_pixels(Image.fromarray(pixels), (5, 6)))
+    for bad in (pixels.astype(np.float32), pixels[..., 0], np.zeros((4, 4, 4), np.uint8)):
+        with pytest.raises(ValueError, match="H x W x 3 uint8"):
+            core.analysis.analysis_pixels(bad, (2, 2))
+
+
 @pytest.fixture(scope="module")
 def prepared(examples):
     """The seed's settings (classes, one scale) with Lite0 at 300 px: what the tests below reason about."""

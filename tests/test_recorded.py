@@ -82,6 +82,8 @@ def test_resizing_is_pillows_bilinear_filter(name) -> None:
     for size in sizes:
         ours = core.analysis.analysis_pixels(image, size)
         pillow = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        # prepare converts the photo once and resizes the array: the same pixels
+        assert np.array_equal(core.analysis.analysis_pixels(core.analysis.image_array(image), size), ours)
         assert ours.shape == (*size, 3) and ours.dtype == np.uint8 and ours.flags.c_contiguous
         difference = np.abs(ours.astype(np.int16) - pillow)
         assert difference.max() <= 2 and (difference > 0).mean() < 0.06, (size, difference.max())
