@@ -54,6 +54,7 @@ __all__ = [
     "Grouping",
     "Vocabulary",
     "class_wnids",
+    "classes_under_synsets",
     "grouping",
     "subtree_classes",
     "vocabulary",
@@ -168,6 +169,15 @@ def _subtrees() -> dict[str, frozenset[int]]:
         for ancestor in _ancestors(wnid):
             under.setdefault(ancestor, set()).add(index)
     return {wnid: frozenset(indices) for wnid, indices in under.items()}
+
+
+def classes_under_synsets() -> dict[str, frozenset[int]]:
+    """Every WordNet noun synset with an ImageNet-1k class under it (any hypernym edge), and those classes.
+
+    Returns:
+        A new dict: WordNet id -> class indices (each class is under itself; ``entity`` holds all 1000).
+    """
+    return dict(_subtrees())
 
 
 def subtree_classes(wnid: str) -> frozenset[int]:

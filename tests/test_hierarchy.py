@@ -11,6 +11,7 @@ from core.hierarchy import (
     _class_names,
     _nouns,
     class_wnids,
+    classes_under_synsets,
     grouping,
     subtree_classes,
     wordnet_name,
@@ -70,6 +71,16 @@ def test_subtree_classes() -> None:
     assert subtree_classes(DOMESTIC_CAT) == frozenset(range(281, 286))
     assert subtree_classes("n00001740") == frozenset(range(1000))
     assert subtree_classes("n00074790") == frozenset()  # blunder: no ImageNet class under it
+
+
+def test_classes_under_synsets_lists_every_synset_above_a_class() -> None:
+    under = classes_under_synsets()
+    assert under[DOG] == subtree_classes(DOG) and under["n00001740"] == frozenset(range(1000))
+    assert "n00074790" not in under  # no class under it
+    assert all(under[wnid] == {index} for index, wnid in enumerate(class_wnids()))
+    assert all(subtree_classes(wnid) == classes for wnid, classes in under.items())
+    under.clear()  # a copy: the module's table is untouched
+    assert classes_under_synsets()[DOG] == subtree_classes(DOG)
 
 
 def test_no_class_is_an_ancestor_of_another() -> None:

@@ -285,3 +285,52 @@ def test_the_chosen_defaults_beat_the_seed_preset_at_group_level():
     assert chosen.recall > seed.recall
     assert chosen.recall + chosen.precision > seed.recall + seed.precision
     assert chosen.localization >= 0.75
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The rules tried and not adopted (bench.alternatives)
+# -------------------------------------------------------------------------------------------------------------
+def _cells(*cells: dict[int, float]) -> np.ndarray:
+    """A 1000 x 1 x len(cells) probability map; each cell's missing mass spread over the classes not named."""
+    probabilities = np.zeros((1000, 1, len(cells)), dtype=np.float32)
+    for col, named in enumerate(cells):
+        rest = [c for c in range(1000) if c not in named]
+        probabilities[rest, 0, col] = (1.0 - sum(named.values())) / len(rest)
+        for c, p in named.items():
+            probabilities[c, 0, col] = p
+    return probabilities
+
+
+def test_hedging_answers_the_most_specific_node_that_is_sure_enough():
+    from bench.alternatives import hedged, hedging_nodes
+
+    membership, sizes, vocab = hedging_nodes()
+    assert len(vocab) == len(sizes) == membership.shape[0] and membership.shape[1] == 1000
+    assert list(sizes) == sorted(sizes)  # most specific first
+    assert all(5 <= len(m) <= MAX_GROUP_MEMBERS or len(m) == 1 for m in vocab.members)
+    assert sum(len(m) == 1 for m in vocab.members) == 1000
+    # a sure cat; two cats at 0.4 each (no class passes 0.5, the five domestic cats do); a cat at 0.3 and a cup at
+    # 0.3 (nothing specific passes: at most a broad node, never the cats alone)
+    max_prob, winner, _ = hedged(_cells({CAT: 0.9}, {CAT: 0.4, 282: 0.4}, {CAT: 0.3, CUP: 0.3}), 0.5)
+    assert vocab.members[winner[0, 0]] == (CAT,) and max_prob[0, 0] == pytest.approx(0.9)
+    assert vocab.wnids[winner[0, 1]] == DOMESTIC_CAT and max_prob[0, 1] == pytest.approx(0.8, abs=1e-3)
+    assert set(vocab.members[winner[0, 2]]) >= {CAT, CUP} or max_prob[0, 2] == 0.0
+    # the node's probability is the sum of its classes'
+    node = winner[0, 1]
+    assert max_prob[0, 1] == pytest.approx(float(_cells({CAT: 0.4, 282: 0.4})[list(vocab.members[node]), 0, 0].sum()))
+
+
+def test_a_part_gives_way_to_a_much_larger_whole_it_touches_but_not_to_one_apart():
+    from bench.alternatives import parts_give_way
+
+    winner = np.zeros((4, 8), dtype=np.int64)
+    winner[:, :3] = 1  # the whole: 12 cells
+    winner[0, 3] = 2  # a part touching it: 1 cell
+    winner[3, 7] = 3  # a thing apart: 1 cell
+    max_prob = np.full((4, 8), 0.9, dtype=np.float32)
+    max_prob[winner == 0] = 0.1
+    found = [SimpleNamespace(channel=c) for c in (1, 2, 3)]
+    thresholds = dict.fromkeys((1, 2, 3), 0.5)
+    kept = parts_give_way(found, max_prob, winner, thresholds, 6.0)
+    assert [e.channel for e in kept] == [1, 3]
+    assert [e.channel for e in parts_give_way(found, max_prob, winner, thresholds, 13.0)] == [1, 2, 3]
