@@ -47,7 +47,14 @@ from bench.quality import (
     score_scene,
 )
 from bench.quality_data import Scene, scene_sets
-from core.hierarchy import MAX_GROUP_MEMBERS, Vocabulary, classes_under_synsets, vocabulary, wordnet_name
+from core.hierarchy import (
+    MAX_GROUP_MEMBERS,
+    Vocabulary,
+    class_wnids,
+    classes_under_synsets,
+    vocabulary,
+    wordnet_name,
+)
 from core.postprocess import find_boxes, find_classes
 from core.registry import IMAGENET_CATEGORIES
 
@@ -103,12 +110,11 @@ def hedging_nodes() -> tuple[torch.Tensor, torch.Tensor, Vocabulary]:
     probability in a cell is the sum of its classes' (the classes are disjoint), so ``membership @ probabilities``.
     """
     under = classes_under_synsets()
-    single = {min(classes) for classes in under.values() if len(classes) == 1}
     nodes = sorted(
         (wnid for wnid, classes in under.items() if MIN_MEMBERS <= len(classes) <= MAX_GROUP_MEMBERS),
         key=lambda w: (len(under[w]), w),
     )
-    wnids = [core.hierarchy.class_wnids()[i] for i in sorted(single)] + nodes
+    wnids = [*class_wnids(), *nodes]  # the classes (one each), then the synsets above them
     members = tuple(tuple(sorted(under[w])) for w in wnids)
     membership = torch.zeros(len(wnids), len(_CLASSES))
     for row, classes in enumerate(members):
