@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
@@ -39,6 +40,48 @@ __all__ = ["ClassMapModel", "Padding", "evaluating", "load_backbone", "seed_logi
 Padding = Literal["same", "valid"]
 
 
+class _RunsAndTraces:
+    """Many threads may run networks at once; tracing one must wait until none runs, and they wait for it.
+
+    While torch.fx traces a network (``create_feature_extractor``, when a torchvision backbone is built) it patches
+    ``torch.nn.Module.__call__`` for the whole process: a network running in another thread meanwhile (the app's
+    warm-up, another user's analysis) would be routed into the tracer and fail. Runs share (they may nest: a run
+    inside a run never waits); a trace is exclusive.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._runs = 0
+        self._tracing = False
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._tracing)
+            self._runs += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._runs -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def trace(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._tracing and not self._runs)
+            self._tracing = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._tracing = False
+                self._changed.notify_all()
+
+
+_RUNS_AND_TRACES = _RunsAndTraces()
+
+
 @contextlib.contextmanager
 def evaluating(module: nn.Module, modules: tuple[nn.Module, ...] | None = None) -> Iterator[None]:
     """Inference mode with every submodule in eval mode; restores each module's ``training`` flag afterwards.
@@ -49,7 +92,8 @@ def evaluating(module: nn.Module, modules: tuple[nn.Module, ...] | None = None) 
             EfficientNet-Lite2, and an analysis enters this block about seven times).
 
     Yields:
-        Nothing; inside the block the network is in eval mode under ``torch.inference_mode()``.
+        Nothing; inside the block the network is in eval mode under ``torch.inference_mode()``, and no torch.fx
+        trace runs anywhere in the process (``_RunsAndTraces``).
     """
     # Only the modules in training mode change, and only they are set back: a model already in eval mode (the usual
     # case) costs one pass over its modules, not ~2 ms of attribute writes per call (EfficientNet-Lite2: 290 modules).
@@ -57,7 +101,7 @@ def evaluating(module: nn.Module, modules: tuple[nn.Module, ...] | None = None) 
     try:
         if training:
             module.eval()
-        with torch.inference_mode():
+        with _RUNS_AND_TRACES.run(), torch.inference_mode():
             yield
     finally:
         for m in training:
@@ -116,7 +160,8 @@ class ClassMapModel(nn.Module):
         if self.backbone.features is None:  # timm: the network's own split
             trunk = self.network.forward_features
         else:
-            extractor = create_feature_extractor(self.network, return_nodes={self.backbone.features: "features"})
+            with _RUNS_AND_TRACES.trace():  # no network may run anywhere while torch.fx traces this one
+                extractor = create_feature_extractor(self.network, return_nodes={self.backbone.features: "features"})
             trunk = _FirstOutput(extractor)
         object.__setattr__(self, "_trunk", trunk)
 

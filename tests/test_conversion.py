@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from conftest import randomize
@@ -170,3 +172,31 @@ def test_preprocess_is_the_backbones_own_normalisation():
     assert_close(tv[0, 0, 0, 0], torch.tensor((200 / 255 - 0.485) / 0.229))
     with pytest.raises(TypeError, match="uint8"):
         core.load_backbone("squeezenet1_1", weights=None).preprocess(pixel.astype(np.float32))
+
+
+def test_a_network_running_in_another_thread_survives_a_torchvision_backbone_being_built():
+    # Building a torchvision backbone traces it with torch.fx, which patches every module's __call__ for the whole
+    # process while it traces; the app's warm-up or another user's analysis running meanwhile used to fail with
+    # "NameError: module is not installed as a submodule". Runs and traces now wait for each other.
+    running = core.load_backbone("efficientnet_lite0")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def analyse_until_stopped() -> None:
+        x = torch.zeros(1, 3, 64, 64)
+        while not stop.is_set():
+            try:
+                running.features(x)
+            except BaseException as error:  # anything the tracer makes of a foreign call
+                errors.append(error)
+                return
+
+    worker = threading.Thread(target=analyse_until_stopped)
+    worker.start()
+    try:
+        for _ in range(3):
+            core.load_backbone("resnet50", weights=None)
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == []
