@@ -142,8 +142,9 @@ def analysis_pixels(image: Image.Image | np.ndarray, size: tuple[int, int]) -> n
 
     The one resizing rule of every path (one image, a batch, the benchmarks), so they all give the same maps:
     bilinear, antialiased when reducing (Pillow's bilinear filter over the whole source under its support, computed
-    by torch on the uint8 pixels: 5-10x faster than ``PIL.Image.resize`` at a pyramid's sizes, and within two grey
-    levels of it, on a few percent of the values at most: ``tests/test_recorded.py``).
+    by torch on the uint8 pixels: 2-3x faster than ``PIL.Image.resize`` at a pyramid's sizes, the interpolation
+    alone 3-10x, and within two grey levels of it, on a few percent of the values at most:
+    ``tests/test_recorded.py``).
 
     Args:
         image: an RGB PIL image, or its pixels (``image_array``: pass them when resizing one image to several sizes).

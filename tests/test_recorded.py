@@ -6,7 +6,7 @@ equal (scores to float32 noise: the network code may change underneath, the arit
 since (``members``, ``wnid``, ``granularity``, ``scales``) must say what a class-level, single-scale analysis is.
 
 One step changed on purpose since: resizing to the analysis size (``core.analysis.analysis_pixels``) is computed by
-torch instead of Pillow, 5-10x faster, within two grey levels of Pillow's (``test_resizing_is_pillows_bilinear_filter``
+torch instead of Pillow, 2-3x faster, within two grey levels of Pillow's (``test_resizing_is_pillows_bilinear_filter``
 below). A pixel one grey level off can tip a map cell across a threshold, so here the first version's resizing is
 put back in, and everything after it must still be the first version's.
 """
