@@ -268,12 +268,11 @@ def _parse_probability(name: str):
     return parse
 
 
-def _parse_scales(value: Any) -> int:
-    return _integral("scales", value, f"an integer from 1 to {MAX_SCALES}")
+def _parse_count(name: str, most: int):
+    def parse(value: Any) -> int:
+        return _integral(name, value, f"an integer from 1 to {most}")  # the constructor checks the range
 
-
-def _parse_min_cells(value: Any) -> int:
-    return _integral("min_cells", value, f"an integer from 1 to {MAX_MIN_CELLS}")
+    return parse
 
 
 def _parse_bool(value: Any) -> bool:
@@ -305,6 +304,6 @@ _PARSERS = {
     "padding": _parse_text("padding", PADDINGS),
     "scale_check": _parse_bool,
     "granularity": _parse_text("granularity", GRANULARITIES),
-    "scales": _parse_scales,
-    "min_cells": _parse_min_cells,
+    "scales": _parse_count("scales", MAX_SCALES),
+    "min_cells": _parse_count("min_cells", MAX_MIN_CELLS),
 }
