@@ -21,6 +21,7 @@ The rules (each a keyword of ``answer``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 import time
@@ -35,16 +36,20 @@ from scipy import ndimage
 
 import core
 from bench.quality import (
+    CHECK_OF,
     CHECK_SETS,
     CHOSEN,
     TARGET_SETS,
     TARGETS,
     Answer,
     SceneScore,
+    SetScore,
+    Setting,
     aggregate,
     margin,
     regroup,
     score_scene,
+    target_values,
 )
 from bench.quality_data import Scene, scene_sets
 from core.hierarchy import (
@@ -58,7 +63,7 @@ from core.hierarchy import (
 from core.postprocess import find_boxes, find_classes
 from core.registry import IMAGENET_CATEGORIES
 
-__all__ = ["RULES", "SceneMaps", "answer", "hedged", "hedging_nodes", "main", "parts_give_way"]
+__all__ = ["RULES", "SceneMaps", "answer", "hedged", "hedging_nodes", "main", "parts_give_way", "rule_setting"]
 
 MIN_MEMBERS = 5  # a hedging node above the classes has at least this many classes (core's groups' minimum)
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -195,38 +200,43 @@ def answer(
     return Answer(tuple(found), tuple(boxes), (int(max_prob.shape[0]), int(max_prob.shape[1])))
 
 
-def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> dict[tuple[str, str, str], Any]:
-    """Every rule's ``SetScore`` per (rule label, set, level), the network run once per scene and mirror."""
+def rule_setting(label: str) -> Setting:
+    """The chosen setting, renamed after a rule: the key of the rule's group-level results (``as_class()``: class)."""
+    return dataclasses.replace(CHOSEN, backbone=f"{CHOSEN.backbone} | {label}")
+
+
+def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> dict[tuple[str, Setting], SetScore]:
+    """Every rule's scores, keyed as ``bench.quality.sweep``'s (set, ``rule_setting(label)`` or its class twin).
+
+    The network runs once per scene and once per mirror image.
+    """
     model = core.get_model(CHOSEN.backbone)
-    scores: dict[tuple[str, str, str], list[SceneScore]] = defaultdict(list)
+    scores: dict[tuple[str, Setting], list[SceneScore]] = defaultdict(list)
     start = time.perf_counter()
     for set_name, scenes in sets.items():
         for scene in scenes:
             maps = scene_maps(scene, model)
             for label, rule in RULES:
-                for level in ("group", "class"):
-                    scores[label, set_name, level].append(score_scene(answer(maps, level, **rule), scene))
+                setting = rule_setting(label)
+                for level, key in (("group", setting), ("class", setting.as_class())):
+                    scores[set_name, key].append(score_scene(answer(maps, level, **rule), scene))
         if progress:
             print(f"  {set_name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return {key: aggregate(values) for key, values in scores.items()}
 
 
-def report(results: dict[tuple[str, str, str], Any]) -> list[str]:
+def report(results: dict[tuple[str, Setting], SetScore]) -> list[str]:
     """The Markdown table: each rule's nine target values and worst margin, and its worst margin on the check sets."""
-    check = {"2x2": "2x2-256", "3x3": "3x3-256"}
     header = [t.name().replace(" group ", " g ").replace(" class ", " c ") for t in TARGETS]
     lines = [
         "| rule | " + " | ".join(header) + " | worst | check sets: worst |",
         "|---|" + "---:|" * (len(header) + 2),
     ]
     for label, _ in RULES:
-        worst = []
-        for rename in ({}, check):
-            values = {t: getattr(results[label, rename.get(t.set, t.set), t.level], t.metric) for t in TARGETS}
-            worst.append(margin(values))
-            if not rename:
-                row = [f"{v:.2f}" for v in values.values()]
-        lines.append(f"| {label} | " + " | ".join(row) + f" | {worst[0]:+.3f} | {worst[1]:+.3f} |")
+        values = target_values(results, rule_setting(label))
+        checked = target_values(results, rule_setting(label), CHECK_OF)
+        cells = " | ".join(f"{v:.2f}" for v in values.values())
+        lines.append(f"| {label} | {cells} | {margin(values):+.3f} | {margin(checked):+.3f} |")
     return lines
 
 
