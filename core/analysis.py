@@ -4,8 +4,10 @@
    normalised, and run through the trunk; the features of every scale are kept, with the original classifier's
    image-level answer. Only ``Settings.network_key`` (backbone, resolution, scales) matters here.
 2. ``Prepared.analyze(settings)`` runs only the converted head and the bookkeeping, on the kept features: per-cell
-   softmax -> (group sums) -> the scales' maps fused on one grid -> the winner and its probability per cell ->
-   classes above ``threshold`` -> boxes (``core.postprocess``). A slider move in the app is stage 2 only.
+   softmax -> (sums over groups or synsets) -> the scales' maps fused on one grid -> the answer per cell and its
+   probability (the winner; at granularity "adaptive" the most specific synset above ``threshold``) -> classes
+   above ``threshold`` -> parts dropped beside their whole -> boxes (``core.postprocess``). A slider move in the app
+   is stage 2 only.
 
 ``analyze(...)`` is both stages at once.
 """
@@ -25,10 +27,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from core.cache import get_model
-from core.hierarchy import Vocabulary, vocabulary
+from core.hierarchy import NUM_CLASSES, Vocabulary, vocabulary
 from core.images import load_image
 from core.model import ClassMapModel
-from core.postprocess import find_boxes, find_classes, scale_checked
+from core.postprocess import find_boxes, find_classes, parts_give_way, scale_checked
 from core.results import Analysis, TopClass, readonly
 from core.settings import MIN_RESOLUTION, Settings
 
@@ -44,7 +46,9 @@ __all__ = [
     "analysis_pixels",
     "analysis_size",
     "analyze",
+    "channel_sums",
     "fused_probabilities",
+    "hedged",
     "image_array",
     "prepare",
     "pyramid",
@@ -184,24 +188,76 @@ class FusedMap:
     """The probability map of one (kernel size, padding, granularity), the scales fused.
 
     Attributes:
-        max_prob: rows x cols, read-only: the winning channel's probability.
-        winner: rows x cols, read-only: the winning channel.
         vocabulary: what the channels stand for.
     """
 
     def __init__(self, fused: torch.Tensor, vocabulary: Vocabulary) -> None:
-        # One transfer brings back the small per-cell maps; every channel's map stays where it was computed until
-        # someone asks for it (the probe).
-        max_prob, winner = fused.max(dim=0)
-        self.max_prob = readonly(max_prob.float().cpu().numpy())
-        self.winner = readonly(winner.cpu().numpy().astype(np.int64))
+        # Every channel's map stays where it was computed; only the small per-cell answers come back, the full
+        # map when someone asks for it (the probe).
         self.vocabulary = vocabulary
         self._fused = fused
+        self._answers: dict[float | None, tuple[np.ndarray, np.ndarray]] = {}
+
+    def answer(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell, the answer and its probability: ``(max_prob, winner)``, rows x cols each, read-only.
+
+        The answer is the most probable channel, except at granularity "adaptive" (Hedging Your Bets, Deng et al.
+        2012): there it is the most specific channel (fewest classes; ties: the more probable) whose probability
+        passes ``threshold``, and where none does, the most probable class. Kept per threshold.
+        """
+        key = threshold if self.vocabulary.granularity == "adaptive" else None
+        if key not in self._answers:
+            if key is None:
+                max_prob, winner = self._fused.max(dim=0)
+            else:
+                max_prob, winner = hedged(self._fused, torch.from_numpy(self.vocabulary.sizes), threshold)
+            self._answers[key] = (readonly(max_prob.float().cpu().numpy()), readonly(winner.cpu().numpy()))
+        return self._answers[key]
 
     @functools.cached_property
     def probabilities(self) -> np.ndarray:
         """Channels x rows x cols, float32, read-only: every channel's probability in every cell."""
         return readonly(self._fused.float().cpu().numpy())
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the map."""
+        return (int(self._fused.shape[-2]), int(self._fused.shape[-1]))
+
+
+def hedged(probs: torch.Tensor, sizes: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per cell, the most specific channel whose probability passes ``threshold``, and its probability.
+
+    Args:
+        probs: V x rows x cols, the adaptive vocabulary's probabilities: the 1000 classes, then the synsets.
+        sizes: (V,) the number of classes in each channel.
+        threshold: the probability a channel must exceed.
+
+    Returns:
+        ``(max_prob, winner)``: rows x cols each (winner int64); where no channel passes, the most probable class.
+    """
+    best_prob, best = probs[:NUM_CLASSES].max(dim=0)  # a class is as specific as it gets: the best one, if it passes
+    synsets = probs[NUM_CLASSES:]
+    passing = synsets > threshold
+    # Else the synset with the fewest classes; among equal sizes the more probable (half a probability never
+    # outweighs one class more; float64 keeps the probabilities' differences beside sizes up to 130).
+    size = sizes[NUM_CLASSES:].to(probs.device, torch.float64)[:, None, None]
+    synset = torch.where(passing, 0.5 * synsets.double() - size, -math.inf).argmax(dim=0) + NUM_CLASSES
+    use_synset = (best_prob <= threshold) & passing.any(dim=0)
+    winner = torch.where(use_synset, synset, best)
+    return probs.gather(0, winner[None])[0], winner
+
+
+def channel_sums(probs: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
+    """Class probabilities (N x 1000 x h x w) summed into ``vocab``'s channels (N x V x h x w).
+
+    Exact: the classes are disjoint, so P(channel) is the sum of its members' P. At granularity "class", ``probs``.
+    """
+    if vocab.sums is None:
+        return probs
+    channels, classes = (torch.from_numpy(a).to(probs.device) for a in vocab.sums)
+    summed = probs.new_zeros((probs.shape[0], len(vocab), *probs.shape[2:]))
+    return summed.index_add_(1, channels, probs.index_select(1, classes))
 
 
 def fused_probabilities(
@@ -216,18 +272,14 @@ def fused_probabilities(
         features: the trunk's output at each scale, smallest first (N x C x h x w each).
         kernel_size: the head's window, in feature cells.
         padding: "same" or "valid".
-        vocab: classes or groups (a group's probability is the sum of its members').
+        vocab: classes, groups or synsets (a channel's probability is the sum of its members').
 
     Returns:
         The fused probabilities, on the features' device.
     """
 
     def probs_of(x: torch.Tensor) -> torch.Tensor:
-        probs = model.head(x, kernel_size, padding).softmax(dim=1)  # N x 1000 x h x w
-        if vocab.granularity == "group":  # P(group) = sum of its members' P: the classes are disjoint
-            index = torch.tensor(vocab.of_class, device=probs.device)
-            probs = probs.new_zeros((probs.shape[0], len(vocab), *probs.shape[2:])).index_add_(1, index, probs)
-        return probs
+        return channel_sums(model.head(x, kernel_size, padding).softmax(dim=1), vocab)
 
     fused = probs_of(features[-1])
     if len(features) > 1:  # OverFeat's multi-scale dense evaluation: the maps averaged on the finest grid
@@ -359,7 +411,7 @@ class Prepared:
         view = view if view % 2 else view + 1
         if view <= settings.kernel_size:
             return None
-        winner = self._fused(view, "same", settings.granularity, smallest_only=True).winner
+        winner = self._fused(view, "same", settings.granularity, smallest_only=True).answer(settings.threshold)[1]
         if settings.padding == "valid":  # the "valid" map starts (k - 1 + P - 1) / 2 cells in: align the view's map
             inset = (settings.kernel_size - 1 + self.model.backbone.pool_grid - 1) // 2
             return winner[inset : inset + grid[0], inset : inset + grid[1]]
@@ -408,12 +460,14 @@ class Prepared:
         """
         settings = self._settings(settings, changes)
         maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
-        max_prob, winner = maps.max_prob, maps.winner
+        max_prob, winner = maps.answer(settings.threshold)
         classes = find_classes(max_prob, winner, settings.threshold, maps.vocabulary, settings.min_cells)
         if settings.scale_check:
             view_winner = self._view_winner(settings, winner.shape)
             if view_winner is not None:
                 classes = scale_checked(classes, max_prob, winner, view_winner, settings.box_threshold)
+        if settings.part_ratio:
+            classes = parts_give_way(classes, max_prob, winner, settings.threshold, settings.part_ratio)
         extent = self._extent(max_prob.shape, settings)
         height, width = self.image_size
         boxes = find_boxes(max_prob, winner, classes, settings.box_threshold, extent, (width, height))
@@ -445,6 +499,8 @@ class Prepared:
 
         Returns:
             The cell's most probable classes or groups, most probable first, from the kept maps (no network run).
+            At granularity "adaptive": the cell's answer (when one passes the threshold), then its most probable
+            classes.
 
         Raises:
             ValueError: a point outside the part of the image the map spans, or settings as for ``analyze``.
@@ -452,8 +508,14 @@ class Prepared:
         settings = self._settings(settings, {})
         maps, row, col, _ = self._cell(x, y, settings)
         cell = maps.probabilities[:, row, col]
-        order = np.argsort(-cell, kind="stable")[:top]
         vocab = maps.vocabulary
+        if vocab.granularity == "adaptive":  # the cell's answer, then the classes it was drawn from
+            max_prob, winner = maps.answer(settings.threshold)
+            answer = [int(winner[row, col])] if max_prob[row, col] > settings.threshold else []
+            classes = np.argsort(-cell[:NUM_CLASSES], kind="stable")
+            order = (answer + [int(c) for c in classes if c not in answer])[:top]
+        else:
+            order = np.argsort(-cell, kind="stable")[:top]
         return tuple(
             CellEntry(vocab.index(int(c)), vocab.labels[c], float(cell[c]), vocab.members[c], vocab.wnids[c])
             for c in order
@@ -471,7 +533,7 @@ class Prepared:
     def _cell(self, x: float, y: float, settings: Settings) -> tuple[FusedMap, int, int, tuple[float, ...]]:
         # The map, the cell under (x, y), and the map's origin and cell size in original pixels.
         maps = self._fused(settings.kernel_size, settings.padding, settings.granularity)
-        rows, cols = maps.max_prob.shape
+        rows, cols = maps.shape
         x0, y0, x1, y1 = self._extent((rows, cols), settings)
         if not (x0 <= x < x1 and y0 <= y < y1):
             raise ValueError(f"the point ({x:g}, {y:g}) is outside the part of the image the map covers")

@@ -29,6 +29,7 @@ from core.settings import (
     GRANULARITIES,
     KERNEL_SIZES,
     MAX_MIN_CELLS,
+    MAX_PART_RATIO,
     MAX_RESOLUTION,
     MAX_SCALES,
     MIN_RESOLUTION,
@@ -138,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--granularity",
         choices=GRANULARITIES,
         help="'class': the 1000 ImageNet classes (the seed's); 'group': classes summed within WordNet groups such "
-        f"as 'car' or 'wading bird' (default {defaults.granularity})",
+        "as 'car' or 'wading bird'; 'adaptive': per map cell the most specific class or WordNet synset the network "
+        f"is sure of, 'beagle' or else 'hound' or 'dog' (default {defaults.granularity})",
     )
     analyze.add_argument(
         "--scales",
@@ -155,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"a class or group is found only where it wins at least N map cells above the threshold "
         f"(1..{MAX_MIN_CELLS}; default {defaults.min_cells}; the seed's rule is 1)",
+    )
+    analyze.add_argument(
+        "--part-ratio",
+        type=int,
+        choices=[0, *range(2, MAX_PART_RATIO + 1)],
+        metavar="R",
+        help=f"drop a found class or group that touches another R times its size: a part named beside its whole "
+        f"(0 or 2..{MAX_PART_RATIO}; default {defaults.part_ratio}; 0 keeps all, the seed's rule)",
     )
     analyze.add_argument(
         "--resolution",
@@ -390,7 +400,7 @@ def _ambiguous_prefixes() -> frozenset[str]:
     from core.registry import IMAGENET_CATEGORIES
 
     names = {"boxes"}
-    for granularity in ("class", "group"):
+    for granularity in GRANULARITIES:
         safe = [_safe_name(label).casefold() for label in vocabulary(granularity, tuple(IMAGENET_CATEGORIES)).labels]
         names.update(safe)
         twice = {name for name in safe if safe.count(name) > 1}  # _write_outputs adds the channel to these
@@ -492,6 +502,7 @@ SETTING_OPTIONS = (
     "granularity",
     "scales",
     "min_cells",
+    "part_ratio",
 )
 
 

@@ -2,7 +2,8 @@
 
 Per map cell the network gives a softmax over 1000 disjoint classes. It is often sure it sees "a car" but spreads
 that certainty over sibling classes (jeep, convertible, minivan, beach wagon, ...); since the classes are disjoint,
-summing the probabilities of a group's members gives P(group | cell) exactly. This module builds the groups.
+summing the probabilities of a group's members gives P(group | cell) exactly. This module builds the groups, and
+the overlapping synsets of the adaptive granularity (``hedging_nodes``, ``vocabulary("adaptive", ...)``).
 
 Data (nothing is downloaded, nothing is copied into this repository):
 
@@ -50,12 +51,14 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_MIN_MEMBERS",
+    "GRANULARITIES",
     "MAX_GROUP_MEMBERS",
     "Grouping",
     "Vocabulary",
     "class_wnids",
     "classes_under_synsets",
     "grouping",
+    "hedging_nodes",
     "subtree_classes",
     "vocabulary",
     "wordnet_name",
@@ -269,6 +272,25 @@ def grouping(min_members: int = DEFAULT_MIN_MEMBERS, max_members: int = MAX_GROU
     return _grouping(int(min_members), int(max_members))
 
 
+def _distinct(labels: list[str], wnids: tuple[str, ...], fixed: int = 0) -> tuple[str, ...]:
+    """``labels`` made unique: a clashing label gets its synset's parent's name, then its WordNet id, appended.
+
+    The first ``fixed`` labels (class names, which the class granularity shows as they are) are never changed, but
+    a later label that clashes with one of them is.
+    """
+    labels = list(labels)
+    for attempt in ("parent", "wnid"):
+        counts = Counter(labels)
+        for k in range(fixed, len(labels)):
+            if counts[labels[k]] > 1:
+                path = _root_path(wnids[k])
+                suffix = wordnet_name(path[1]) if attempt == "parent" and len(path) > 1 else wnids[k]
+                labels[k] = f"{labels[k]} ({suffix})"
+    if len(set(labels[fixed:])) != len(labels) - fixed or set(labels[:fixed]) & set(labels[fixed:]):
+        raise RuntimeError("labels are not unique")  # a label that is some wnid-suffixed label: never seen
+    return tuple(labels)
+
+
 @functools.cache
 def _grouping(min_members: int, max_members: int) -> Grouping:
     wnids, subtrees = class_wnids(), _subtrees()
@@ -283,54 +305,83 @@ def _grouping(min_members: int, max_members: int) -> Grouping:
     members = tuple(m for _, m in groups)
 
     names = _class_names()
-    labels = [wordnet_name(w) if len(m) > 1 else names[m[0]] for w, m in groups]
-    for attempt in ("parent", "wnid"):
-        counts = Counter(labels)
-        for k, label in enumerate(labels):
-            if counts[label] > 1:
-                path = _root_path(group_wnids[k])
-                suffix = wordnet_name(path[1]) if attempt == "parent" and len(path) > 1 else group_wnids[k]
-                labels[k] = f"{label} ({suffix})"
-    if len(set(labels)) != len(labels):  # a label that is some wnid-suffixed label: never seen
-        raise RuntimeError("group labels are not unique")
+    labels = _distinct([wordnet_name(w) if len(m) > 1 else names[m[0]] for w, m in groups], group_wnids)
 
     of_class = np.empty(NUM_CLASSES, dtype=np.int64)
     for g, m in enumerate(members):
         of_class[list(m)] = g
     of_class.setflags(write=False)
-    return Grouping(min_members, max_members, tuple(labels), group_wnids, members, of_class)
+    return Grouping(min_members, max_members, labels, group_wnids, members, of_class)
 
 
 # -------------------------------------------------------------------------------------------------------------
 # What a probability map's channels stand for
 # -------------------------------------------------------------------------------------------------------------
-GRANULARITIES = ("class", "group")
+GRANULARITIES = ("class", "group", "adaptive")
 
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The channels of a probability map: the 1000 ImageNet classes (``"class"``) or groups of them (``"group"``).
+    """The channels of a probability map, each the sum of some ImageNet classes' probabilities.
+
+    - ``"class"``: the 1000 classes, channel i is class i;
+    - ``"group"``: ``grouping()``'s groups, a partition of the classes;
+    - ``"adaptive"``: the 1000 classes, then every synset with ``DEFAULT_MIN_MEMBERS`` to ``MAX_GROUP_MEMBERS``
+      classes under it (``hedging_nodes()``). These overlap: a beagle is under "hound", "hunting dog" and "dog".
+      ``core.analysis`` answers each cell with the most specific node that passes the threshold (Hedging Your Bets).
 
     Attributes:
-        granularity: "class" or "group".
-        labels: a readable name per channel.
+        granularity: "class", "group" or "adaptive".
+        labels: a readable name per channel, unique except for the class names ImageNet repeats ("crane").
         wnids: each channel's WordNet 3.0 id.
         members: each channel's ImageNet class indices (``(i,)`` for class i).
-        of_class: (1000,) int64, read-only: the channel each class's probability goes to.
     """
 
     granularity: str
     labels: tuple[str, ...]
     wnids: tuple[str, ...]
     members: tuple[tuple[int, ...], ...]
-    of_class: np.ndarray = field(repr=False, compare=False)
 
     def index(self, channel: int) -> int | None:
-        """The ImageNet class index of a channel; None for a group (a group has no single index)."""
-        return channel if self.granularity == "class" else None
+        """The ImageNet class index of a channel that is one class; None for a group or a synset."""
+        if self.granularity == "class" or (self.granularity == "adaptive" and channel < NUM_CLASSES):
+            return channel
+        return None
+
+    @functools.cached_property
+    def sums(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(channels, classes)``: channel ``channels[j]`` adds class ``classes[j]``'s probability; None: identity.
+
+        A channel's probability is the sum of its members': the classes are disjoint, so this is exact.
+        """
+        if self.granularity == "class":
+            return None
+        channels = np.repeat(np.arange(len(self.members)), [len(m) for m in self.members])
+        classes = np.fromiter((c for m in self.members for c in m), dtype=np.int64, count=len(channels))
+        return channels, classes
+
+    @functools.cached_property
+    def sizes(self) -> np.ndarray:
+        """(channels,) int64: how many classes each channel holds (fewer is more specific)."""
+        return np.array([len(m) for m in self.members], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+@functools.cache
+def hedging_nodes() -> tuple[str, ...]:
+    """The synsets the adaptive granularity may answer above the classes, fewest classes first.
+
+    Those with ``DEFAULT_MIN_MEMBERS`` to ``MAX_GROUP_MEMBERS`` classes under them (any hypernym edge); ties in
+    size by WordNet id.
+
+    Returns:
+        Their WordNet ids (165 synsets, from "domestic cat" and "retriever" to "dog" and "device").
+    """
+    under = _subtrees()
+    nodes = (w for w, classes in under.items() if DEFAULT_MIN_MEMBERS <= len(classes) <= MAX_GROUP_MEMBERS)
+    return tuple(sorted(nodes, key=lambda w: (len(under[w]), w)))
 
 
 @functools.cache
@@ -338,7 +389,8 @@ def vocabulary(granularity: str, categories: tuple[str, ...]) -> Vocabulary:
     """The vocabulary of a map at ``granularity``, with ``categories`` as the 1000 classes' names.
 
     Args:
-        granularity: "class" (each channel one ImageNet class) or "group" (``grouping()``'s groups).
+        granularity: "class" (each channel one ImageNet class), "group" (``grouping()``'s groups) or "adaptive"
+            (the classes, then ``hedging_nodes()``).
         categories: the 1000 class names in index order (a model's ``categories``).
 
     Returns:
@@ -351,13 +403,17 @@ def vocabulary(granularity: str, categories: tuple[str, ...]) -> Vocabulary:
         raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if len(categories) != NUM_CLASSES:
         raise ValueError(f"expected {NUM_CLASSES} ImageNet class names, got {len(categories)}")
+    classes = tuple((i,) for i in range(NUM_CLASSES))
     if granularity == "class":
-        of_class = np.arange(NUM_CLASSES, dtype=np.int64)
-        of_class.setflags(write=False)
-        members = tuple((i,) for i in range(NUM_CLASSES))
-        return Vocabulary("class", tuple(categories), class_wnids(), members, of_class)
+        return Vocabulary("class", tuple(categories), class_wnids(), classes)
+    if granularity == "adaptive":
+        nodes = hedging_nodes()
+        wnids = class_wnids() + nodes
+        labels = _distinct([*categories, *map(wordnet_name, nodes)], wnids, fixed=NUM_CLASSES)
+        under = _subtrees()
+        return Vocabulary("adaptive", labels, wnids, classes + tuple(tuple(sorted(under[w])) for w in nodes))
     groups = grouping()
     labels = tuple(
         label if len(m) > 1 else categories[m[0]] for label, m in zip(groups.labels, groups.members, strict=True)
     )
-    return Vocabulary("group", labels, groups.wnids, groups.members, groups.of_class)
+    return Vocabulary("group", labels, groups.wnids, groups.members)

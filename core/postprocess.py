@@ -14,7 +14,7 @@ from scipy import ndimage
 from core.hierarchy import Vocabulary
 from core.results import Box, FoundClass
 
-__all__ = ["find_boxes", "find_classes", "scale_checked"]
+__all__ = ["find_boxes", "find_classes", "parts_give_way", "scale_checked"]
 
 # Connectivity for regions: 8-connected (diagonal neighbours join), as MATLAB's regionprops in the seed.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -72,6 +72,37 @@ def scale_checked(
     return [
         c for c in classes if ((winner == c.channel) & (max_prob > box_threshold) & (view_winner == c.channel)).any()
     ]
+
+
+def parts_give_way(
+    classes: list[FoundClass], max_prob: np.ndarray, winner: np.ndarray, threshold: float, ratio: int
+) -> list[FoundClass]:
+    """The found classes that are not parts of another: those touching no found class ``ratio`` times their size.
+
+    A class's cells are those it wins above ``threshold``; it is a part when one of them touches (8-connected) a
+    cell of another found class with at least ``ratio`` times as many. The network names parts of a large object
+    on their own (a cap on a uniform, a bridle on a horse, the toppings of a pizza) right beside the whole. Two
+    things side by side are rarely that unequal in a photo framed on them.
+
+    Args:
+        classes: the found classes (``find_classes``).
+        max_prob: per cell, the winning channel's probability.
+        winner: per cell, the winning channel.
+        threshold: the probability a cell must exceed to count.
+        ratio: how many times larger the whole must be (>= 2).
+
+    Returns:
+        The classes kept, in their order.
+    """
+    cells = {c.channel: (winner == c.channel) & (max_prob > threshold) for c in classes}
+    sizes = {channel: int(mask.sum()) for channel, mask in cells.items()}
+    kept = []
+    for entry in classes:
+        around = ndimage.binary_dilation(cells[entry.channel], _EIGHT_CONNECTED)
+        wholes = (c for c in classes if c.channel != entry.channel and sizes[c.channel] >= ratio * sizes[entry.channel])
+        if not any((around & cells[whole.channel]).any() for whole in wholes):
+            kept.append(entry)
+    return kept
 
 
 def find_boxes(

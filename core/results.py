@@ -141,7 +141,7 @@ class Analysis:
 
     @property
     def granularity(self) -> str:
-        """What the map's channels are: "class" or "group"."""
+        """What the map's channels are: "class", "group" or "adaptive"."""
         return self.settings.granularity
 
     def heat_map(self, channel: int) -> np.ndarray:
@@ -161,6 +161,7 @@ class Analysis:
             "box_threshold": settings.box_threshold,
             "scale_check": settings.scale_check,
             "min_cells": settings.min_cells,
+            "part_ratio": settings.part_ratio,
             "granularity": settings.granularity,
             "resolution": settings.resolution,
             "scales": [list(size) for size in self.scales],

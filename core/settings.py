@@ -21,12 +21,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from core.hierarchy import GRANULARITIES
 from core.registry import DEFAULT_BACKBONE, get_backbone
 
 __all__ = [
     "GRANULARITIES",
     "KERNEL_SIZES",
     "MAX_MIN_CELLS",
+    "MAX_PART_RATIO",
     "MAX_RESOLUTION",
     "MAX_SCALES",
     "MIN_RESOLUTION",
@@ -36,9 +38,9 @@ __all__ = [
 
 KERNEL_SIZES = (1, 3, 5)
 PADDINGS = ("same", "valid")
-GRANULARITIES = ("class", "group")
 MAX_SCALES = 4
 MAX_MIN_CELLS = 16
+MAX_PART_RATIO = 20
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096
 Padding = Literal["same", "valid"]
 
@@ -66,14 +68,19 @@ class Settings:
         padding: "same" keeps the map aligned with the image; "valid" is the seed's convolution.
         scale_check: keep a class only where the classifier, pooling over its own 224-px training view, also picks
             it (hides parts named as if they were whole objects); False is the seed's rule.
-        granularity: "class" (the 1000 ImageNet classes, the seed's) or "group" (classes summed within WordNet
-            groups such as "car" or "wading bird": ``core.hierarchy``).
+        granularity: "class" (the 1000 ImageNet classes, the seed's), "group" (classes summed within fixed WordNet
+            groups such as "car" or "wading bird": ``core.hierarchy``) or "adaptive" (per cell, the most specific
+            of the classes and the WordNet synsets of 5 to 130 classes whose probability passes ``threshold``:
+            "beagle" where the network is sure of the breed, "hound" or "dog" where it is not).
         scales: how many image sizes the network sees (1..4): ``resolution``, then each step sqrt(2) larger, none
             enlarging the image more than 2x (``core.analysis.pyramid``); their maps are averaged per cell on the
             finest grid, the larger ones weighted more. 1 is the seed's single scale.
         min_cells: a class (or group) is found only where it wins at least this many map cells above
             ``threshold`` (1..16): a lone confident cell is more often a part or a texture than an object. 1 is the
             seed's rule.
+        part_ratio: a found class (or group) that touches another at least this many times its size (in cells above
+            ``threshold``) is a part of it and is dropped: a cap on a uniform, a bridle on a horse. 0 keeps every
+            one (the seed's rule); otherwise 2..20.
     """
 
     # The defaults: the best worst case of issue 12's nine targets measured in QUALITY.md (`python -m bench.quality`,
@@ -87,9 +94,10 @@ class Settings:
     box_threshold: float = 0.5
     padding: Padding = "same"
     scale_check: bool = False
-    granularity: Literal["class", "group"] = "group"
+    granularity: Literal["class", "group", "adaptive"] = "group"
     scales: int = 4
     min_cells: int = 2
+    part_ratio: int = 0
 
     PRESETS: ClassVar[tuple[str, ...]] = ("seed", "best")
 
@@ -110,6 +118,7 @@ class Settings:
             raise ValueError(f"granularity must be one of {_choices(GRANULARITIES)}, got {echo(self.granularity)}")
         _check_count("scales", self.scales, MAX_SCALES)
         _check_count("min_cells", self.min_cells, MAX_MIN_CELLS)
+        _check_part_ratio(self.part_ratio)
         if self.scales > 1 and self.padding != "same":
             raise ValueError("scales above 1 need padding 'same' (the maps of several sizes are fused on one grid)")
         # Normalised types: plain int / float / bool, so that equal settings compare (and hash) equal.
@@ -119,6 +128,7 @@ class Settings:
         object.__setattr__(self, "scale_check", bool(self.scale_check))
         object.__setattr__(self, "scales", int(self.scales))
         object.__setattr__(self, "min_cells", int(self.min_cells))
+        object.__setattr__(self, "part_ratio", int(self.part_ratio))
         if not isinstance(self.resolution, str):
             object.__setattr__(self, "resolution", int(self.resolution))
 
@@ -145,7 +155,7 @@ class Settings:
         """A named preset, with ``changes`` on top.
 
         - ``"seed"``: the seed article's settings (kernel 3, threshold 0.85, box threshold 0.5, one scale, classes,
-          any single cell).
+          any single cell, no part dropped).
         - ``"best"``: the best setting measured in QUALITY.md (the defaults: see the fields' comment).
 
         Raises:
@@ -161,6 +171,7 @@ class Settings:
                 granularity="class",
                 scales=1,
                 min_cells=1,
+                part_ratio=0,
             )
         elif name == "best":
             base = cls()
@@ -200,6 +211,12 @@ def _check_count(name: str, value: Any, most: int) -> None:
     integral = type(value) is int or isinstance(value, np.integer)
     if not integral or not 1 <= value <= most:
         raise ValueError(f"{name} must be an integer from 1 to {most}, got {echo(value)}")
+
+
+def _check_part_ratio(value: Any) -> None:
+    integral = type(value) is int or isinstance(value, np.integer)
+    if not integral or not (value == 0 or 2 <= value <= MAX_PART_RATIO):
+        raise ValueError(f"part_ratio must be 0 (off) or an integer from 2 to {MAX_PART_RATIO}, got {echo(value)}")
 
 
 def _check_resolution(value: Any) -> None:
@@ -268,9 +285,9 @@ def _parse_probability(name: str):
     return parse
 
 
-def _parse_count(name: str, most: int):
+def _parse_count(name: str, allowed: str):
     def parse(value: Any) -> int:
-        return _integral(name, value, f"an integer from 1 to {most}")  # the constructor checks the range
+        return _integral(name, value, allowed)  # the constructor checks the range
 
     return parse
 
@@ -304,6 +321,7 @@ _PARSERS = {
     "padding": _parse_text("padding", PADDINGS),
     "scale_check": _parse_bool,
     "granularity": _parse_text("granularity", GRANULARITIES),
-    "scales": _parse_count("scales", MAX_SCALES),
-    "min_cells": _parse_count("min_cells", MAX_MIN_CELLS),
+    "scales": _parse_count("scales", f"an integer from 1 to {MAX_SCALES}"),
+    "min_cells": _parse_count("min_cells", f"an integer from 1 to {MAX_MIN_CELLS}"),
+    "part_ratio": _parse_count("part_ratio", f"0 (off) or an integer from 2 to {MAX_PART_RATIO}"),
 }

@@ -12,9 +12,9 @@ from matplotlib import colormaps
 from PIL import Image
 
 import core
-from core.analysis import SCALE_WEIGHTS, analysis_size, pyramid
-from core.hierarchy import vocabulary
-from core.postprocess import find_boxes, find_classes
+from core.analysis import SCALE_WEIGHTS, analysis_size, channel_sums, hedged, pyramid
+from core.hierarchy import MAX_GROUP_MEMBERS, vocabulary
+from core.postprocess import find_boxes, find_classes, parts_give_way
 from core.registry import IMAGENET_CATEGORIES
 from core.render import box_view, overlay, overlays, upsample
 from core.results import Analysis, FoundClass
@@ -22,6 +22,9 @@ from core.results import Analysis, FoundClass
 CATS = vocabulary("class", IMAGENET_CATEGORIES)
 SEED = core.Settings.preset("seed", backbone="efficientnet_lite0", resolution=300)
 GROUPS = vocabulary("group", IMAGENET_CATEGORIES)
+ADAPTIVE = vocabulary("adaptive", IMAGENET_CATEGORIES)
+CAT, CUP = 281, 968
+DOMESTIC_CAT = "n02121808"  # the five domestic cats
 
 
 def found(*channels: int, vocab=CATS) -> list[FoundClass]:
@@ -164,7 +167,8 @@ def test_maps_handed_out_are_read_only(prepared):
         (dict(threshold=float("nan")), "threshold must be a number between 0 and 1"),
         (dict(box_threshold="high"), "box_threshold must be a number"),
         (dict(padding="full"), "padding must be one of same, valid"),
-        (dict(granularity="species"), "granularity must be one of class, group"),
+        (dict(granularity="species"), "granularity must be one of class, group, adaptive"),
+        (dict(part_ratio=1), "part_ratio must be 0 \\(off\\) or an integer from 2 to 20"),
         (dict(backbone="resnet50"), "these features are for backbone 'efficientnet_lite0'"),
         (dict(scales=2), "these features are for"),
     ],
@@ -245,7 +249,7 @@ def test_a_group_is_found_where_its_members_together_are_sure_and_no_single_memb
         probs[m, 0, 0] = 0.24
     probs[0, 0, 0] = 0.04
     grouped = np.zeros((len(GROUPS), 2, 2), dtype=np.float32)
-    np.add.at(grouped, GROUPS.of_class, probs)
+    np.add.at(grouped, GROUPS.sums[0], probs[GROUPS.sums[1]])
     classes = find_classes(probs.max(0), probs.argmax(0), 0.85, CATS)
     assert [c.label for c in classes] == ["tench"]  # at class level the cars are lost
     groups = find_classes(grouped.max(0), grouped.argmax(0), 0.85, GROUPS)
@@ -258,7 +262,8 @@ def test_group_maps_are_the_sums_of_their_members_maps(prepared):
     classes = prepared.maps(prepared.settings.replace(granularity="class"))
     groups = prepared.maps(prepared.settings.replace(granularity="group"))
     expected = np.zeros_like(groups.probabilities)
-    np.add.at(expected, groups.vocabulary.of_class, classes.probabilities)
+    channels, members = groups.vocabulary.sums
+    np.add.at(expected, channels, classes.probabilities[members])
     np.testing.assert_allclose(groups.probabilities, expected, atol=1e-6)
     np.testing.assert_allclose(groups.probabilities.sum(axis=0), 1.0, atol=1e-5)
     analysis = prepared.analyze(granularity="group", threshold=0.5)
@@ -273,7 +278,7 @@ def test_several_scales_are_fused_on_the_finest_grid(examples):
     prepared = core.prepare(examples / "cat_and_coffee.jpg", settings)
     assert [h for h, _ in prepared.scales] == [224, 317, 448]
     fused = prepared.maps()
-    assert fused.max_prob.shape == prepared.features[-1].shape[-2:]  # the largest scale's grid
+    assert fused.shape == fused.answer(0.5)[0].shape == prepared.features[-1].shape[-2:]  # the largest scale's grid
     np.testing.assert_allclose(fused.probabilities.sum(axis=0), 1.0, atol=1e-5)  # a mean of distributions
     single = core.prepare(examples / "cat_and_coffee.jpg", settings.replace(scales=1))
     assert single.scales == prepared.scales[:1]
@@ -324,3 +329,92 @@ def test_the_probe_reads_the_cell_under_a_point(prepared):
     assert x0 <= x < x1 and y0 <= y < y1
     with pytest.raises(ValueError, match="outside"):
         prepared.probe(-5, 10)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Adaptive granularity (Hedging Your Bets) and parts giving way to their whole
+# -------------------------------------------------------------------------------------------------------------
+def _cells(*cells: dict[int, float]) -> torch.Tensor:
+    """A 1000 x 1 x len(cells) class map; each cell's missing mass spread over the classes not named."""
+    probabilities = torch.zeros((1000, 1, len(cells)), dtype=torch.float64)
+    for col, named in enumerate(cells):
+        rest = [c for c in range(1000) if c not in named]
+        probabilities[rest, 0, col] = (1.0 - sum(named.values())) / len(rest)
+        for c, p in named.items():
+            probabilities[c, 0, col] = p
+    return probabilities
+
+
+def test_the_adaptive_vocabulary_is_the_classes_then_the_synsets_most_specific_first():
+    assert ADAPTIVE.labels[:1000] == CATS.labels and ADAPTIVE.members[:1000] == CATS.members
+    sizes = ADAPTIVE.sizes[1000:]
+    assert len(ADAPTIVE) > 1100 and list(sizes) == sorted(sizes) and sizes[0] >= 5 and sizes[-1] <= MAX_GROUP_MEMBERS
+    assert len(set(ADAPTIVE.labels[1000:])) == len(ADAPTIVE) - 1000  # unique, and none is a class name
+    assert not set(ADAPTIVE.labels[1000:]) & set(CATS.labels)
+    dog = ADAPTIVE.labels.index("dog")
+    assert ADAPTIVE.index(dog) is None and ADAPTIVE.index(CAT) == CAT and ADAPTIVE.wnids[dog] == "n02084071"
+    assert ADAPTIVE.members[dog] == tuple(sorted(ADAPTIVE.members[dog])) and 118 <= len(ADAPTIVE.members[dog]) <= 130
+
+
+def test_hedging_answers_the_most_specific_node_that_is_sure_enough():
+    # a sure cat; two cats at 0.4 each (no class passes 0.5, the five domestic cats do); a cat at 0.3 and a cup at
+    # 0.3 (nothing of at most 130 classes holds both: the most probable class, below the threshold)
+    probs = channel_sums(_cells({CAT: 0.9}, {CAT: 0.4, 282: 0.4}, {CAT: 0.3, CUP: 0.3})[None], ADAPTIVE)[0]
+    max_prob, winner = hedged(probs, torch.from_numpy(ADAPTIVE.sizes), 0.5)
+    assert winner[0, 0] == CAT and max_prob[0, 0] == pytest.approx(0.9)
+    assert ADAPTIVE.wnids[winner[0, 1]] == DOMESTIC_CAT and max_prob[0, 1] == pytest.approx(0.8, abs=1e-3)
+    assert winner[0, 2] in (CAT, CUP) and max_prob[0, 2] == pytest.approx(0.3)
+    # a node's probability is the sum of its classes'; threshold 0 answers the most probable class everywhere
+    node = int(winner[0, 1])
+    assert max_prob[0, 1] == pytest.approx(
+        float(_cells({CAT: 0.4, 282: 0.4})[list(ADAPTIVE.members[node]), 0, 0].sum())
+    )
+    assert hedged(probs, torch.from_numpy(ADAPTIVE.sizes), 0.0)[1].tolist() == [[CAT, CAT, CAT]]
+    # ...and a threshold nothing reaches answers the most probable class, never found
+    top, at_top = hedged(probs, torch.from_numpy(ADAPTIVE.sizes), 0.999)
+    assert at_top[0, 0] == CAT and (top < 0.999).all()
+
+
+def test_an_adaptive_analysis_answers_a_class_where_sure_and_a_synset_where_not(prepared):
+    settings = prepared.settings.replace(granularity="adaptive", threshold=0.5)
+    analysis = prepared.analyze(settings)
+    record = analysis.to_dict()
+    assert record["granularity"] == "adaptive" and record["classes"]
+    for entry in record["classes"]:
+        one_class = len(entry["members"]) == 1
+        assert entry["index"] == (entry["members"][0] if one_class else None) and entry["wnid"].startswith("n")
+    assert "espresso" in {c.label for c in analysis.classes}
+    # the map's answer depends on the threshold: higher, the same cells answer broader nodes (never narrower)
+    low, high = (prepared.maps(settings).answer(t) for t in (0.3, 0.9))
+    sizes = ADAPTIVE.sizes
+    sure = high[0] > 0.9
+    assert (sizes[high[1][sure]] >= sizes[low[1][sure]]).all() and (sizes[high[1]] > 1).any()
+    # the probe: the cell's answer first, then its most probable classes
+    box = analysis.boxes[0]
+    x, y = (box.box[0] + box.box[2]) / 2, (box.box[1] + box.box[3]) / 2
+    top = prepared.probe(x, y, settings)
+    assert top[0].label == box.label and all(len(t.members) == 1 for t in top[1:])
+    assert [t.probability for t in top[1:]] == sorted((t.probability for t in top[1:]), reverse=True)
+
+
+def test_a_part_gives_way_to_a_much_larger_whole_it_touches_but_not_to_one_apart():
+    winner = np.zeros((4, 8), dtype=np.int64)
+    winner[:, :3] = 1  # the whole: 12 cells
+    winner[0, 3] = 2  # a part touching it: 1 cell
+    winner[3, 7] = 3  # a thing apart: 1 cell
+    winner[3, 3] = 4  # a part touching it diagonally (8-connected), but at 0.4: not found there
+    max_prob = np.full((4, 8), 0.9, dtype=np.float32)
+    max_prob[winner == 0] = 0.1
+    max_prob[3, 3] = 0.4
+    entries = found(1, 2, 3)
+    assert [e.channel for e in parts_give_way(entries, max_prob, winner, 0.5, 6)] == [1, 3]
+    assert [e.channel for e in parts_give_way(entries, max_prob, winner, 0.5, 13)] == [1, 2, 3]
+    assert [e.channel for e in parts_give_way(found(1, 3), max_prob, winner, 0.5, 2)] == [1, 3]
+
+
+def test_the_parts_rule_runs_in_the_analysis(prepared):
+    every = prepared.analyze(threshold=0.3, min_cells=1)
+    kept = prepared.analyze(threshold=0.3, min_cells=1, part_ratio=2)
+    assert {c.label for c in kept.classes} < {c.label for c in every.classes}
+    assert {b.label for b in kept.boxes} == {c.label for c in kept.classes}
+    assert kept.to_dict()["part_ratio"] == 2 and every.to_dict()["part_ratio"] == 0

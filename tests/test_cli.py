@@ -108,6 +108,17 @@ def test_out_writes_json_box_view_and_one_overlay_per_class(examples, tmp_path):
     assert "espresso" in result.stdout  # the human summary
 
 
+def test_adaptive_granularity_and_the_parts_rule_from_the_command_line(examples):
+    args = ["--granularity", "adaptive", "--part-ratio", "4", "--threshold", "0.4", "--scales", "1"]
+    result = run("analyze", str(examples / "cat_and_coffee.jpg"), "--json", "-", *args)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["granularity"] == "adaptive" and record["part_ratio"] == 4 and record["threshold"] == 0.4
+    assert record["classes"] and {c["label"] for c in record["classes"]} >= {"espresso"}
+    for entry in record["classes"] + record["boxes"]:
+        check_class(entry)
+
+
 @pytest.mark.parametrize(
     "args, named",
     [
@@ -120,6 +131,8 @@ def test_out_writes_json_box_view_and_one_overlay_per_class(examples, tmp_path):
         (["--backbone", "alexnet"], "--backbone"),
         (["--resolution", "0"], "--resolution"),
         (["--resolution", "100000"], "--resolution"),
+        (["--part-ratio", "1"], "--part-ratio"),
+        (["--granularity", "species"], "--granularity"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_argument(examples, args, named):

@@ -19,6 +19,7 @@ def test_defaults_and_presets() -> None:
         "class",
     )
     assert not seed.scale_check and seed.min_cells == 1  # the seed names a class from any single cell
+    assert seed.part_ratio == 0  # ...and keeps every part
     assert Settings().min_cells == 2
     assert Settings.preset("best") != seed
     assert Settings.preset("seed", threshold=0.5).threshold == 0.5
@@ -37,7 +38,13 @@ def test_settings_are_frozen_and_compare_by_value() -> None:
 
 def test_network_key_holds_what_runs_the_network_again() -> None:
     base = Settings()
-    for change in (dict(threshold=0.5), dict(kernel_size=1), dict(granularity="class"), dict(min_cells=1)):
+    for change in (
+        dict(threshold=0.5),
+        dict(kernel_size=1),
+        dict(granularity="class"),
+        dict(min_cells=1),
+        dict(part_ratio=3),
+    ):
         assert base.replace(**change).network_key == base.network_key, change
     for change in (dict(resolution=448), dict(scales=2), dict(backbone="efficientnet_lite0")):
         assert base.replace(**change).network_key != base.network_key, change
@@ -58,6 +65,8 @@ def test_network_key_holds_what_runs_the_network_again() -> None:
         (dict(scales=2.0, granularity="group"), dict(scales=2, granularity="group")),
         (dict(threshold=None), dict()),
         (dict(min_cells="3"), dict(min_cells=3)),
+        (dict(part_ratio=6.0, granularity="adaptive"), dict(part_ratio=6, granularity="adaptive")),
+        (dict(part_ratio="0"), dict(part_ratio=0)),
     ],
 )
 def test_parse_converts_what_is_unambiguous(values, expected) -> None:
@@ -74,7 +83,10 @@ def test_parse_converts_what_is_unambiguous(values, expected) -> None:
         (dict(threshold=float("nan")), "threshold must be a number between 0 and 1, got nan"),
         (dict(threshold="high"), "threshold must be a number between 0 and 1, got 'high'"),
         (dict(scale_check="maybe"), "scale_check must be true or false, got 'maybe'"),
-        (dict(granularity="species"), "granularity must be one of class, group"),
+        (dict(granularity="species"), "granularity must be one of class, group, adaptive"),
+        (dict(part_ratio=1), "part_ratio must be 0 (off) or an integer from 2 to 20, got 1"),
+        (dict(part_ratio=21), "part_ratio must be 0 (off) or an integer from 2 to 20"),
+        (dict(part_ratio=6.5), "part_ratio must be 0 (off) or an integer from 2 to 20, got 6.5"),
         (dict(scales=0), "scales must be an integer from 1 to 4"),
         (dict(min_cells=0), "min_cells must be an integer from 1 to 16"),
         (dict(min_cells=2.5), "min_cells must be an integer from 1 to 16, got 2.5"),
