@@ -23,6 +23,7 @@ import core
 import core.registry
 from core.cache import clear_model_cache
 from core.model import ClassMapModel
+from core.settings import MAX_PART_RATIO
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
@@ -63,8 +64,12 @@ def test_the_api_is_analyze_with_named_inputs(url):
     endpoint = api["named_endpoints"]["/analyze"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
-    optional = {"box_threshold", "resolution", "padding", "scale_check", "granularity", "scales", "min_cells"}
+    optional = {"box_threshold", "resolution", "padding", "scale_check", "granularity", "scales", "min_cells",
+                "part_ratio"}  # fmt: skip
     assert set(names[4:]) == optional
+    assert names[-1] == "part_ratio"  # the newest last: callers passing settings by position keep working
+    probe = api["named_endpoints"]["/probe"]
+    assert [p["parameter_name"] for p in probe["parameters"]] == ["image", "x", "y", *names[1:]]
     assert all(p["parameter_has_default"] for p in endpoint["parameters"][1:])
     assert endpoint["returns"][-1]["component"] == "Json"
 
@@ -133,6 +138,62 @@ def test_api_calls_are_stateless_and_the_probe_reads_the_cell_under_a_point(url,
     alice.predict(image=handle_file(str(path)), x=10, y=10, **settings, api_name="/probe")
     assert len(cnn_calls) == runs  # the second probe of a photo answers from the kept maps
     print(f"\nthrough gradio_client: first analysis {first_s:.2f} s, first probe {probe_s:.2f} s")
+
+
+def test_adaptive_answers_and_parts_give_way_through_the_api(url, examples, monkeypatch):
+    seen: list[core.Settings] = []  # what reaches core: the app runs in this process
+    analyze_settings = core.Prepared.analyze
+
+    def recording(self, settings=None, **changes):
+        seen.append(settings)
+        return analyze_settings(self, settings, **changes)
+
+    monkeypatch.setattr(core.Prepared, "analyze", recording)
+    client = Client(url, verbose=False)
+    path = examples / "cat_and_coffee.jpg"
+    settings = {"threshold": 0.5, "scales": 1, "granularity": "adaptive"}
+    kept = analyze(client, path, **settings, part_ratio=0)[-1]
+    assert seen[-1].granularity == "adaptive" and seen[-1].part_ratio == 0
+    expected = core.analyze(path, "efficientnet_lite0", kernel_size=3, **settings, part_ratio=0, source=path.name)
+    assert kept == expected.to_dict() and kept["granularity"] == "adaptive"
+    # Each answer is a class (its index, itself as member) or a WordNet synset (no index, 5 or more classes).
+    assert all({"index", "label", "members", "wnid"} <= entry.keys() for entry in kept["classes"] + kept["boxes"])
+    singles = [c for c in kept["classes"] if c["index"] is not None]
+    synsets = [c for c in kept["classes"] if c["index"] is None]
+    assert singles and synsets and all(c["members"] == [c["index"]] for c in singles)
+    assert all(len(c["members"]) >= 5 and c["wnid"].startswith("n") for c in synsets)
+
+    # Parts give way: a slider's float is taken, and fewer answers are left, as core leaves them.
+    parted = analyze(client, path, **settings, part_ratio=2.0)[-1]
+    assert seen[-1].part_ratio == 2 and type(seen[-1].part_ratio) is int
+    expected = core.analyze(path, "efficientnet_lite0", kernel_size=3, **settings, part_ratio=2, source=path.name)
+    assert parted == expected.to_dict()
+    assert 0 < len(parted["classes"]) < len(kept["classes"])
+    assert parted["part_ratio"] == 2 and kept["part_ratio"] == 0  # in the JSON
+    analyze(client, path, **settings)
+    assert seen[-1].part_ratio == DEFAULTS.part_ratio  # left out: the default
+
+    # The probe of a cell a synset wins (its smallest box): the synset first, then the cell's classes.
+    box = min(
+        (b for b in kept["boxes"] if b["index"] is None),
+        key=lambda b: (b["box"][2] - b["box"][0]) * (b["box"][3] - b["box"][1]),
+    )
+    x, y = (box["box"][0] + box["box"][2]) / 2, (box["box"][1] + box["box"][3]) / 2
+    probe = {"backbone": "efficientnet_lite0", "kernel_size": 3, **settings, "part_ratio": 0}
+    _, _, answer = client.predict(image=handle_file(str(path)), x=x, y=y, **probe, api_name="/probe")
+    first, *rest = answer["top"]
+    assert (first["label"], first["index"], first["wnid"]) == (box["label"], None, box["wnid"])
+    assert len(first["members"]) >= 5 and rest and all(entry["index"] is not None for entry in rest)
+
+    # A ratio the settings refuse: the setting named with its allowed values, and the app keeps serving.
+    for value in (1, MAX_PART_RATIO + 1, 2.5):
+        with pytest.raises(AppError, match=rf"part_ratio must be 0 \(off\) or an integer from 2 to {MAX_PART_RATIO}"):
+            analyze(client, path, **settings, part_ratio=value)
+    with pytest.raises(AppError, match=r"part_ratio must be .*, got 1(?!\d)"):
+        client.predict(image=handle_file(str(path)), x=x, y=y, **{**probe, "part_ratio": 1}, api_name="/probe")
+    with pytest.raises(AppError, match="granularity must be one of class, group, adaptive"):
+        analyze(client, path, granularity="breed")
+    assert analyze(client, path, **settings, part_ratio=2)[-1] == parted
 
 
 def test_a_file_that_is_not_an_image_gets_our_message_and_the_app_keeps_serving(url, tmp_path, examples):

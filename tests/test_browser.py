@@ -10,6 +10,7 @@ import pytest
 
 from bench.browser import click_to_probe, open_page
 from core import Settings
+from core.settings import GRANULARITIES
 
 pytestmark = [pytest.mark.browser, pytest.mark.app, pytest.mark.slow]
 
@@ -64,16 +65,18 @@ def test_a_presenters_tour(page, tmp_path, examples):
     probe_ms = 1000 * click_to_probe(page, 0.8, 0.4)  # the cup, right of the cat; the cell gets marked
     print(f"\nprobe: {probe_ms:.0f} ms from the click to the answer on the page")
 
-    # Classes or groups: the same map summed within WordNet groups (or not), no network run; and back.
-    names = {"class": ("Classes", "class"), "group": ("Groups", "group")}
-    other_granularity = "group" if DEFAULTS.granularity == "class" else "class"
-    for granularity in (other_granularity, DEFAULTS.granularity):
-        label, word = names[granularity]
+    # What to name: classes, the map summed within WordNet groups, or adaptive (per patch the most specific class
+    # or synset the network is sure of: here both), no network run; and back.
+    said = {
+        "class": ("Classes", r"(\d+ class(es)?|no class) "),
+        "group": ("Groups", r"(\d+ groups?|no group) "),
+        "adaptive": ("Adaptive", r"\d+ class(es)? and \d+ groups? "),  # the cat and the cup: both
+    }
+    for granularity in [*(g for g in GRANULARITIES if g != DEFAULTS.granularity), DEFAULTS.granularity]:
+        label, pattern = said[granularity]
         page.locator("#granularity").get_by_text(label, exact=True).click()
         page.wait_for_function(
-            "word => new RegExp('(\\\\d+ ' + word + '(es|s)?|no ' + word + ') ')"
-            ".test(document.querySelector('#summary')?.innerText ?? '')",
-            arg=word,
+            "pattern => new RegExp(pattern).test(document.querySelector('#summary')?.innerText ?? '')", arg=pattern
         )
 
     # The seed article's settings (classes, one scale, threshold 0.85), one click away under Advanced.
@@ -94,10 +97,27 @@ def test_a_presenters_tour(page, tmp_path, examples):
     fewer = heat_map_captions(page)
     assert 0 < len(fewer) < len(first) and fewer == first[: len(fewer)]
 
-    # Another offline network: it runs again, and the page says which one it is.
+    # Parts give way: the tiger cat's patches touch the Egyptian cat's, more than twice as many: it goes. Dragging
+    # up from 0 passes 1, which is not allowed: passed over while moving, a message if let go there.
     page.locator("#threshold input[type=range]").fill("0.5")
     wait_for_summary(page, "above 0.50", "network output reused")
     before = heat_map_captions(page)
+    parts = page.locator("#part-ratio input[type=range]")
+    parts.fill("1")  # input events only, as while dragging
+    time.sleep(1.0)
+    assert page.get_by_text("part_ratio must be").count() == 0 and heat_map_captions(page) == before
+    page.locator("#part-ratio input[type=number]").fill("1")
+    page.locator("#part-ratio input[type=number]").blur()  # let go at 1
+    page.get_by_text(re.compile(r"part_ratio must be 0 \(off\) or an integer from 2")).first.wait_for()
+    count = "n => document.querySelectorAll('#overlays .thumbnails img').length === n"
+    parts.fill("2")
+    page.wait_for_function(count, arg=len(before) - 1)
+    assert heat_map_captions(page) == [c for c in before if not c.startswith("tiger cat")], before
+    parts.fill("0")
+    page.wait_for_function(count, arg=len(before))
+    assert heat_map_captions(page) == before
+
+    # Another offline network: it runs again, and the page says which one it is.
     other = "efficientnet_lite1" if DEFAULTS.backbone != "efficientnet_lite1" else "efficientnet_lite0"
     page.locator("#backbone input").click()
     page.get_by_role("option", name=re.compile(f"^{other} ")).click()

@@ -26,6 +26,8 @@ from core import Settings
 from core.images import ImageError
 from core.model import ClassMapModel
 from core.registry import BACKBONES, DEFAULT_BACKBONE
+from core.results import FoundClass
+from core.settings import GRANULARITIES, MAX_PART_RATIO
 from core.weights import WeightsError
 from ui.components import EXAMPLES_DIR, PhotoInput
 from ui.handlers import (
@@ -103,7 +105,8 @@ def test_slider_moves_reuse_the_network_output(examples, cnn_calls, cache):
     runs = len(view.analysis.scales)  # one trunk run per scale
     assert len(cnn_calls) == runs and view.network_ran
 
-    # Kernel size, thresholds, padding and granularity only change the head: the trunk does not run again.
+    # Kernel size, thresholds, padding, granularity, smallest region and parts only change the head: the trunk
+    # does not run again.
     changes = [
         {"threshold": 0.3},
         {"kernel_size": 1},
@@ -111,7 +114,9 @@ def test_slider_moves_reuse_the_network_output(examples, cnn_calls, cache):
         {"scale_check": not DEFAULTS.scale_check},
         {"granularity": "class"},
         {"granularity": "group"},
+        {"granularity": "adaptive"},
         {"min_cells": 1},
+        {"part_ratio": 2 if DEFAULTS.part_ratio != 2 else 0},
     ]
     for change in changes:
         settings = DEFAULTS.replace(**change)
@@ -222,6 +227,59 @@ def test_the_probe_answers_from_the_cached_maps(examples, cnn_calls, cache):
         probe_photo(path, settings, -1, 5, cache=cache)
 
 
+@pytest.mark.slow
+def test_adaptive_names_classes_and_synsets_and_parts_give_way(examples, cnn_calls, cache):
+    path = str(examples / "cat_and_coffee.jpg")
+    settings = DEFAULTS.replace(granularity="adaptive", threshold=0.5, scales=1, part_ratio=0)
+    view = analyze_photo(path, settings, cache=cache)
+    assert view.record == core.analyze(path, settings=settings, source="cat_and_coffee.jpg").to_dict()
+    assert view.record["granularity"] == "adaptive"
+    # An answer is a class ("espresso": its index, itself as member) or a synset ("domestic cat": 5+ classes).
+    classes = view.record["classes"]
+    singles = [c for c in classes if c["index"] is not None]
+    synsets = [c for c in classes if c["index"] is None]
+    assert singles and synsets, [c["label"] for c in classes]
+    assert all(c["members"] == [c["index"]] and c["wnid"] for c in singles)
+    assert all(len(c["members"]) >= 5 and c["wnid"].startswith("n") for c in synsets)
+    count = rf"\*\*{len(singles)}\*\* class(es)? and \*\*{len(synsets)}\*\* groups? above 0\.50"
+    assert re.search(count, view.summary), view.summary
+
+    # The probe of a cell a synset wins: that answer first, then the cell's most probable classes.
+    analysis = view.analysis
+    rows, cols = analysis.map_size
+    synset = next(c.channel for c in analysis.classes if c.index is None)
+    row, col = map(int, np.argwhere((analysis.winner == synset) & (analysis.max_prob > 0.5))[0])
+    x0, y0, x1, y1 = analysis.extent
+    x, y = x0 + (col + 0.5) * (x1 - x0) / cols, y0 + (row + 0.5) * (y1 - y0) / rows
+    runs = len(cnn_calls)
+    answer = probe_photo(path, settings, x, y, cache=cache).to_dict()["top"]
+    assert answer[0]["index"] is None and answer[0]["wnid"] == analysis.vocabulary.wnids[synset]
+    assert answer[0]["probability"] > 0.5 and len(answer[0]["members"]) >= 5
+    assert all(entry["index"] is not None for entry in answer[1:])
+
+    # Parts give way: fewer answers, from the same network output.
+    parted = analyze_photo(path, settings.replace(part_ratio=2), cache=cache)
+    assert not parted.network_ran and len(cnn_calls) == runs and parted.record["part_ratio"] == 2
+    labels = [c["label"] for c in parted.record["classes"]]
+    assert 0 < len(labels) < len(classes) and set(labels) <= {c["label"] for c in classes}
+
+    nothing = analyze_photo(path, settings.replace(threshold=1.0), cache=cache)
+    assert nothing.record["classes"] == [] and "**no class or group** wins" in nothing.summary
+
+
+def test_the_summary_counts_classes_and_groups():
+    def found(*indices):
+        return tuple(FoundClass(i, "x", 0.9, (i,) if i is not None else (1, 2), "n0", channel=0) for i in indices)
+
+    assert handlers._counted(found(1), "class") == "**1** class"
+    assert handlers._counted(found(1, 2), "class") == "**2** classes"
+    assert handlers._counted(found(None), "group") == "**1** group"
+    assert handlers._counted(found(None, None, None), "group") == "**3** groups"
+    assert handlers._counted(found(3, None, 4), "adaptive") == "**2** classes and **1** group"
+    assert handlers._counted(found(None, None), "adaptive") == "**2** groups"
+    assert handlers._counted(found(7), "adaptive") == "**1** class"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Errors: our words, on the page
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,6 +323,16 @@ def test_bad_settings_name_the_setting(examples):
         app_module.analyze(path, kernel_size=3.9)
     with pytest.raises(gr.Error, match="scale_check must be true or false, got 'perhaps'"):
         app_module.analyze(path, scale_check="perhaps")
+    with pytest.raises(gr.Error, match="granularity must be one of class, group, adaptive, got 'species'"):
+        app_module.analyze(path, granularity="species")
+    one = rf"part_ratio must be 0 \(off\) or an integer from 2 to {MAX_PART_RATIO}, got 1(?!\d)"
+    with pytest.raises(gr.Error, match=one):
+        app_module.analyze(path, part_ratio=1)
+    with pytest.raises(gr.Error, match=r"part_ratio must be .*, got 2\.5"):
+        app_module.probe(path, 10, 10, part_ratio=2.5)
+    with pytest.raises(gr.Error, match=r"part_ratio must be .*, got 21") as raised:
+        app_module.analyze(path, part_ratio=MAX_PART_RATIO + 1)
+    assert raised.value.title == "Not a valid setting"
 
 
 def test_missing_weights_say_what_to_do(monkeypatch, tmp_path, examples):
@@ -429,13 +497,15 @@ def test_the_page_offers_the_contract_api_and_the_controls_asked_for():
     endpoint = app.get_api_info()["named_endpoints"]["/analyze"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:4] == ["image", "backbone", "kernel_size", "threshold"]
-    optional = ["box_threshold", "resolution", "padding", "scale_check", "granularity", "scales", "min_cells"]
+    # In the order they were added: a script passing them by position keeps working.
+    optional = ["box_threshold", "resolution", "padding", "scale_check", "granularity", "scales", "min_cells",
+                "part_ratio"]  # fmt: skip
     assert names[4:] == optional
     required = [p["parameter_name"] for p in endpoint["parameters"] if not p["parameter_has_default"]]
     assert required == ["image"]
     assert endpoint["returns"][-1]["component"] == "Json"
     probe = app.get_api_info()["named_endpoints"]["/probe"]
-    assert [p["parameter_name"] for p in probe["parameters"]][:3] == ["image", "x", "y"]
+    assert [p["parameter_name"] for p in probe["parameters"]] == ["image", "x", "y", *names[1:]]
     assert probe["returns"][-1]["component"] == "Json"
     assert sorted(app.get_api_info()["named_endpoints"]) == ["/analyze", "/probe"]  # the rest is private
 
@@ -446,7 +516,46 @@ def test_the_page_offers_the_contract_api_and_the_controls_asked_for():
     assert (threshold.minimum, threshold.maximum, threshold.value) == (0, 1, DEFAULTS.threshold)
     assert sliders["box-threshold"].value == DEFAULTS.box_threshold
     assert sliders["scales"].value == DEFAULTS.scales
-    elem_ids = {block.elem_id for block in app.blocks.values()}
-    assert {"probe", "granularity", "preset-seed", "preset-best"} <= elem_ids
+    parts = sliders["part-ratio"]
+    assert (parts.minimum, parts.maximum, parts.step, parts.value) == (0, MAX_PART_RATIO, 1, DEFAULTS.part_ratio)
+    assert parts.label == "Parts give way" and "0: keep all" in parts.info
+    elem_ids = {block.elem_id: block for block in app.blocks.values()}
+    assert {"probe", "granularity", "preset-seed", "preset-best"} <= set(elem_ids)
+    granularity = elem_ids["granularity"]
+    assert [value for _, value in granularity.choices] == list(GRANULARITIES)
+    assert granularity.value == DEFAULTS.granularity and "groups" not in granularity.label.lower()
+    assert all(label in granularity.info for label in ("Classes", "Groups", "Adaptive"))
+    accordions = [block.label for block in app.blocks.values() if isinstance(block, gr.Accordion)]
+    assert any(label.startswith("Advanced:") and "parts give way" in label for label in accordions)
+
+    # Every head setting redraws the page when moved; "Parts give way" passes over 1 (which is not allowed) while
+    # dragging, and says why if let go there.
+    redraws = [fn for fn in app.fns.values() if fn.fn in (app_module.show, app_module.show_parts)]
+    triggers = {(app.blocks[block_id].elem_id, event) for fn in redraws for block_id, event in fn.targets
+                if block_id is not None}  # fmt: skip
+    head = ["kernel-size", "threshold", "box-threshold", "padding", "scale-check", "granularity", "min-cells"]
+    assert {(elem_id, "input") for elem_id in [*head, "part-ratio"]} <= triggers
+    check = next(fn for fn in app.fns.values() if fn.fn is app_module.check_part_ratio)
+    assert [(app.blocks[block_id].elem_id, event) for block_id, event in check.targets] == [("part-ratio", "release")]
+    at_one = {**{name: getattr(DEFAULTS, name) for name in app_module.CONTROLS}, "part_ratio": 1}
+    assert list(at_one) == list(app_module.CONTROLS)
+    skipped = app_module.show_parts(str(EXAMPLES_DIR / "coffee.png"), *at_one.values(), None)
+    assert skipped == tuple(gr.skip() for _ in range(app_module.PAGE_OUTPUTS))  # nothing runs, nothing changes
+    with pytest.raises(gr.Error, match="part_ratio must be 0"):
+        app_module.check_part_ratio(1.0)
+    app_module.check_part_ratio(float(MAX_PART_RATIO))
+
+    # The presets set every head control, "Parts give way" included.
+    def trigger_ids(fn):
+        return [getattr(app.blocks.get(block_id), "elem_id", None) for block_id, _ in fn.targets]
+
+    presets = [fn for fn in app.fns.values() if trigger_ids(fn) == ["preset-seed"]]
+    controls = [block.elem_id for block in presets[0].outputs]
+    assert len(presets) == 1 and {"min-cells", "part-ratio", "granularity"} <= set(controls)
+    for name in Settings.PRESETS:
+        values = dict(zip(controls, app_module.preset(name), strict=True))
+        settings = Settings.preset(name)
+        assert values["part-ratio"] == settings.part_ratio and values["min-cells"] == settings.min_cells
+        assert values["granularity"] == settings.granularity and values["kernel-size"] == settings.kernel_size
     options = app_module.launch_options()
     assert options["max_file_size"] == "25mb" and options["allowed_paths"] == [str(app_module.EXAMPLES_DIR)]

@@ -21,7 +21,7 @@ from typing import Any
 import gradio as gr
 
 from core.images import ImageError
-from core.settings import KERNEL_SIZES, MAX_MIN_CELLS, MAX_SCALES, PADDINGS, Settings
+from core.settings import KERNEL_SIZES, MAX_MIN_CELLS, MAX_PART_RATIO, MAX_SCALES, PADDINGS, Settings
 from core.weights import WeightsError
 from ui import handlers
 from ui.components import (
@@ -59,8 +59,8 @@ INTRO = """\
 A classifier gives one answer per photo. Here it answers for **every patch**: **which class it sees where**."""
 
 GRANULARITY_INFO = (
-    "Classes: ImageNet's 1000 exact classes. Groups: sure it is a car, not sure which model? "
-    "Groups add up the classes of one kind (car, terrier, wading bird)."
+    "Classes: ImageNet's 1000. Groups: fixed families such as 'car' or 'terrier'. "
+    "Adaptive: as specific as the network is sure of: 'beagle', else 'hound' or 'dog'."
 )
 
 HOW_TO_READ = """\
@@ -78,14 +78,17 @@ size (224 px), as any classification demo would: for comparison.
 see less certain guesses; raise it to keep only the sure ones.
 - **Kernel size:** how many neighbouring patches are averaged before deciding (1 = finest detail, \
 5 = smoother, steadier maps).
-- **Classes or groups:** groups add up related classes (all cars, all terriers), so the network's certainty \
-about *what kind of thing* it sees is not split between look-alike classes.
+- **What to name:** *classes* are ImageNet's 1000; *groups* add up related classes (all cars, all terriers), \
+so the network's certainty about *what kind of thing* it sees is not split between look-alike classes; \
+*adaptive* names each patch as precisely as the network is sure of: "beagle" where it is sure of the breed, \
+"hound" or "dog" where it is not.
 - **Advanced:** *box threshold* is how sure a region must be to get a box; *resolution* is the size the photo \
 is scaled to before the network sees it; *scales* lets the network also look at larger copies of the photo \
 (finds smaller things, takes longer); *smallest region* hides a class that wins only a lone patch (more often a \
-part or a texture than an object); *padding* "same" keeps the map aligned with the photo's edges, "valid" is \
-the original article's convolution; *scale check* keeps a class only where the classifier, looking at a \
-photo-sized (224 px) window as it was trained to, agrees.
+part or a texture than an object); *parts give way* drops a class that touches another one many times its \
+size (a cap on a uniform, a bridle on a horse; 0 keeps them all); *padding* "same" keeps the map aligned with \
+the photo's edges, "valid" is the original article's convolution; *scale check* keeps a class only where the \
+classifier, looking at a photo-sized (224 px) window as it was trained to, agrees.
 
 Moving a slider does not run the network again: the app keeps its output and only redoes the last step."""
 
@@ -113,7 +116,11 @@ CONTROLS = (
     "granularity",
     "scales",
     "min_cells",
+    "part_ratio",
 )
+
+
+PAGE_OUTPUTS = 10  # what ``show`` returns: the photo tab's pictures, labels, summary, JSON and kept state
 
 
 def settings_from(arguments: dict[str, Any]) -> Settings:
@@ -151,6 +158,7 @@ def analyze(
     granularity: str = DEFAULTS.granularity,
     scales: float = DEFAULTS.scales,
     min_cells: float = DEFAULTS.min_cells,
+    part_ratio: float = DEFAULTS.part_ratio,
     progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way of asking for a progress bar
 ) -> tuple[Any, ...]:
     """Analyse an image: pseudo-CAM overlays, box view, what was found, top 5, and the JSON (last).
@@ -166,9 +174,13 @@ def analyze(
         resolution: analysis short side in pixels (the smallest scale), or "native".
         padding: "same" or "valid".
         scale_check: keep a class only where the classifier, pooling over its own training view, also picks it.
-        granularity: "class" or "group".
+        granularity: "class" (ImageNet's 1000 classes), "group" (fixed WordNet groups such as "car") or
+            "adaptive" (per map cell, the most specific class or WordNet synset whose probability passes
+            ``threshold``: "beagle" where the network is sure of the breed, "hound" or "dog" where it is not).
         scales: how many image sizes the network sees (1..4).
         min_cells: a class or group is found only where it wins at least this many map cells (1..16).
+        part_ratio: a found class or group that touches another one at least this many times its size (in cells
+            above ``threshold``) is a part of it and is dropped (a cap on a uniform); 0 keeps all, else 2..20.
         progress: Gradio's progress bar (not an input).
 
     Returns:
@@ -233,6 +245,25 @@ def show(
     )
 
 
+def show_parts(
+    image: str | None,
+    *values: Any,
+    progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
+) -> tuple[Any, ...]:
+    """A move of the "Parts give way" slider: as ``show``, but 1 (not allowed) leaves the page as it is.
+
+    Dragging up from 0 passes 1 on the way: no error shows then. Released there, ``check_part_ratio`` says why.
+    """
+    if values[CONTROLS.index("part_ratio")] == 1:
+        return tuple(gr.skip() for _ in range(PAGE_OUTPUTS))
+    return show(image, *values, progress=progress)
+
+
+def check_part_ratio(part_ratio: Any) -> None:
+    """The "Parts give way" slider let go: a value the settings refuse (1) gets its message."""
+    settings_from({"part_ratio": part_ratio})
+
+
 def probe(
     image: str | None,
     x: float,
@@ -247,8 +278,12 @@ def probe(
     granularity: str = DEFAULTS.granularity,
     scales: float = DEFAULTS.scales,
     min_cells: float = DEFAULTS.min_cells,
+    part_ratio: float = DEFAULTS.part_ratio,
 ) -> tuple[Any, ...]:
     """What the network sees at one point: the top 5 classes (or groups) of the map cell under (x, y).
+
+    At granularity "adaptive": the cell's answer (a class or a synset, when one passes ``threshold``) first, then
+    its most probable classes.
 
     Args:
         image: the image file.
@@ -264,6 +299,7 @@ def probe(
         granularity: as for ``analyze``.
         scales: as for ``analyze``.
         min_cells: as for ``analyze``.
+        part_ratio: as for ``analyze``.
 
     Returns:
         The cell's top 5 as label -> probability, the box view with the cell marked, and the answer as JSON (last).
@@ -292,6 +328,7 @@ def probe_click(
     granularity: str,
     scales: float,
     min_cells: float,
+    part_ratio: float,
     event: gr.SelectData,
 ) -> tuple[Any, ...]:
     """A click on the box view: probe the map cell under it (the picture is drawn at screen size)."""
@@ -323,6 +360,7 @@ def preset(name: str) -> tuple[Any, ...]:
         settings.scales,
         settings.padding,
         settings.min_cells,
+        settings.part_ratio,
     )
 
 
@@ -336,6 +374,7 @@ def webcam(
     scale_check: bool,
     granularity: str,
     min_cells: float,
+    part_ratio: float,
     frame_times: tuple[float, ...] = (),
 ) -> tuple[Any, ...]:
     """One camera frame: the box view, the frame's top 5, and the frames answered per second lately."""
@@ -401,15 +440,16 @@ def build_app() -> gr.Blocks:
                 0, 1, step=0.01, value=DEFAULTS.threshold, label="Threshold", scale=3, elem_id="threshold"
             )
             granularity = SettingRadio(
-                [("Classes", "class"), ("Groups", "group")],
+                [("Classes", "class"), ("Groups", "group"), ("Adaptive", "adaptive")],
                 value=DEFAULTS.granularity,
-                label="Classes or groups",
+                label="What to name",
                 info=GRANULARITY_INFO,
                 scale=3,
                 elem_id="granularity",
             )
         with gr.Accordion(
-            "Advanced: box threshold, resolution, scales, smallest region, padding, scale check", open=False
+            "Advanced: box threshold, resolution, scales, smallest region, parts give way, padding, scale check",
+            open=False,
         ):
             with gr.Row(equal_height=True, elem_id="advanced"):
                 box_threshold = SettingSlider(
@@ -439,6 +479,15 @@ def build_app() -> gr.Blocks:
                     label="Smallest region",
                     info="Name a class only where it wins at least this many map patches (1: any single patch)",
                     elem_id="min-cells",
+                )
+                part_ratio = SettingSlider(
+                    0,
+                    MAX_PART_RATIO,
+                    step=1,
+                    value=DEFAULTS.part_ratio,
+                    label="Parts give way",
+                    info="Drop a class that touches one this many times its size (0: keep all; 1 is not allowed)",
+                    elem_id="part-ratio",
                 )
                 padding = SettingRadio(list(PADDINGS), value=DEFAULTS.padding, label="Padding", elem_id="padding")
                 scale_check = SettingCheckbox(
@@ -563,9 +612,11 @@ def build_app() -> gr.Blocks:
             granularity,
             scales,
             min_cells,
+            part_ratio,
         ]
         shown_backbone = gr.State(DEFAULTS.backbone)
         page_outputs = [gallery, boxes, class_map, found, top5, download, summary, record, channels, shown_backbone]
+        assert len(page_outputs) == PAGE_OUTPUTS
         # The API of docs/CONTRACT.md: the page's analysis with plain values out, no trigger on the page.
         gr.on(
             [],
@@ -606,7 +657,31 @@ def build_app() -> gr.Blocks:
             show_progress="minimal",
             trigger_mode="always_last",
         )
-        preset_controls = [kernel_size, threshold, box_threshold, scale_check, granularity, scales, padding, min_cells]
+        # "Parts give way" as the others, except that 1, which every drag up from 0 passes, is not allowed: passed
+        # over while moving, and a message if the slider is let go there.
+        parted = part_ratio.input(
+            show_parts,
+            [image, *controls, selected],
+            page_outputs,
+            api_visibility="private",
+            concurrency_id="photo",
+            show_progress="minimal",
+            trigger_mode="always_last",
+        )
+        part_ratio.release(  # queued: an error of an event outside the queue shows no message on the page
+            check_part_ratio, part_ratio, None, api_visibility="private", concurrency_limit=None, show_progress="hidden"
+        )
+        preset_controls = [
+            kernel_size,
+            threshold,
+            box_threshold,
+            scale_check,
+            granularity,
+            scales,
+            padding,
+            min_cells,
+            part_ratio,
+        ]
         for button, name in ((seed_preset, "seed"), (best_preset, "best")):
             button.click(
                 lambda name=name: preset(name), None, preset_controls, api_visibility="private", queue=False
@@ -630,7 +705,7 @@ def build_app() -> gr.Blocks:
             show_progress="hidden",
         )
         # After a failed analysis, show the backbone whose results are still on the page.
-        for event in (analysed, updated):
+        for event in (analysed, updated, parted):
             event.failure(lambda name: name, shown_backbone, backbone, api_visibility="private", queue=False)
 
         # Leaving the Webcam tab stops the camera (its light goes off), which leaves the cores to the photo tab.
@@ -647,6 +722,7 @@ def build_app() -> gr.Blocks:
                 scale_check,
                 granularity,
                 min_cells,
+                part_ratio,
                 frame_times,
             ],
             [live, live_top, live_rate, frame_times],

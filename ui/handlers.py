@@ -33,7 +33,7 @@ from core.cache import get_model, intra_op_threads
 from core.images import ImageError
 from core.registry import BACKBONES, get_backbone
 from core.render import box_view, class_map_layers, overlays
-from core.results import Analysis
+from core.results import Analysis, FoundClass
 from core.settings import Settings
 from core.weights import WeightsError, weights_status
 
@@ -280,7 +280,7 @@ class PhotoView:
     Attributes:
         analysis: the analysis (original-pixel boxes; the pictures are drawn at screen size from it).
         overlays: (pseudo-CAM picture, "label (score)") pairs, best first, at most ``MAX_OVERLAYS``.
-        channels: the map channel (class index, or group number) of each overlay, for keeping a selection.
+        channels: the map channel (class index, group or synset number) of each overlay, for keeping a selection.
         boxes: the photo with every box drawn and labelled.
         class_map: the class map of everything, as ``gr.AnnotatedImage`` takes it: (photo, [(mask, label), ...]),
             each mask the cells a class or group wins above the box threshold (0.55 where it wins: see-through).
@@ -313,20 +313,37 @@ def _unique_labels(pairs: list[tuple[int, str, float]]) -> dict[str, float]:
     return {(label if labels.count(label) == 1 else f"{label} #{key}"): float(value) for key, label, value in pairs}
 
 
+def _plural(count: int, kind: str) -> str:
+    return f"**{count}** {kind}{'' if count == 1 else 'es' if kind == 'class' else 's'}"
+
+
+def _counted(classes: tuple[FoundClass, ...], granularity: str) -> str:
+    """How many were found, in Markdown: "**3** classes", "**2** groups", at "adaptive" "**2** classes and **1** group".
+
+    An adaptive answer is a class (it has an index) or a WordNet synset such as "hound" (a group of classes).
+    """
+    if granularity == "group":
+        return _plural(len(classes), "group")
+    if granularity == "class":
+        return _plural(len(classes), "class")
+    single = sum(entry.index is not None for entry in classes)  # a synset ("hound", "dog") has no class index
+    parts = [_plural(n, kind) for n, kind in ((single, "class"), (len(classes) - single, "group")) if n]
+    return " and ".join(parts)
+
+
 def _summary(analysis: Analysis, network_seconds: float | None, seconds: float) -> str:
     height, width = analysis.image_size
     mh, mw = analysis.map_size
     settings = analysis.settings
-    kind = "group" if settings.granularity == "group" else "class"
     if analysis.classes:
         count = len(analysis.classes)
-        found = f"**{count}** {kind}{'es' if count > 1 and kind == 'class' else 's' if count > 1 else ''} above "
-        found += f"{settings.threshold:.2f}"
+        found = f"{_counted(analysis.classes, settings.granularity)} above {settings.threshold:.2f}"
         if settings.scale_check:
             found += ", scale-checked"
         if count > MAX_OVERLAYS:
             found += f" (heat maps of the best {MAX_OVERLAYS})"
     else:
+        kind = {"class": "class", "group": "group"}.get(settings.granularity, "class or group")
         found = (
             f"**no {kind}** wins any part of the photo above {settings.threshold:.2f}: "
             f"lower the threshold, or try another network"
@@ -491,6 +508,9 @@ def probe_photo(
     cache: PreparedCache | None = PREPARED,
 ) -> ProbeView:
     """The top 5 classes (or groups, following ``settings.granularity``) of the map cell under (x, y).
+
+    At granularity "adaptive": the cell's answer (a class, or a synset such as "hound", when one passes the
+    threshold) first, then its most probable classes.
 
     Args:
         image: path of the image file.
