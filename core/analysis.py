@@ -6,8 +6,8 @@
 2. ``Prepared.analyze(settings)`` runs only the converted head and the bookkeeping, on the kept features: per-cell
    softmax -> (sums over groups or synsets) -> the scales' maps fused on one grid -> the answer per cell and its
    probability (the winner; at granularity "adaptive" the most specific synset above ``threshold``) -> classes
-   above ``threshold`` -> parts dropped beside their whole -> boxes (``core.postprocess``). A slider move in the app
-   is stage 2 only.
+   above ``threshold`` -> parts dropped beside their whole -> one answer per object (touching answers of one WordNet
+   lineage become the broadest) -> boxes (``core.postprocess``). A slider move in the app is stage 2 only.
 
 ``analyze(...)`` is both stages at once.
 """
@@ -30,7 +30,7 @@ from core.cache import get_model
 from core.hierarchy import NUM_CLASSES, Vocabulary, vocabulary
 from core.images import load_image
 from core.model import ClassMapModel
-from core.postprocess import find_boxes, find_classes, parts_give_way, scale_checked
+from core.postprocess import find_boxes, find_classes, one_answer_per_object, parts_give_way, scale_checked
 from core.results import Analysis, TopClass, readonly
 from core.settings import MIN_RESOLUTION, Settings
 
@@ -184,6 +184,9 @@ class CellEntry(TopClass):
     wnid: str = ""
 
 
+_KEPT_ANSWERS = 8  # per fused map, the answers of this many thresholds are kept (adaptive answers depend on it)
+
+
 class FusedMap:
     """The probability map of one (kernel size, padding, granularity), the scales fused.
 
@@ -197,6 +200,7 @@ class FusedMap:
         self.vocabulary = vocabulary
         self._fused = fused
         self._answers: dict[float | None, tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
 
     def answer(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Per cell, the answer and its probability: ``(max_prob, winner)``, rows x cols each, read-only.
@@ -206,18 +210,25 @@ class FusedMap:
         passes ``threshold``, and where none does, the most probable class. Kept per threshold.
         """
         key = threshold if self.vocabulary.granularity == "adaptive" else None
-        if key not in self._answers:
-            if key is None:
-                max_prob, winner = self._fused.max(dim=0)
-            else:
-                max_prob, winner = hedged(self._fused, torch.from_numpy(self.vocabulary.sizes), threshold)
-            self._answers[key] = (readonly(max_prob.float().cpu().numpy()), readonly(winner.cpu().numpy()))
-        return self._answers[key]
+        with self._lock:
+            if key not in self._answers:
+                if len(self._answers) >= _KEPT_ANSWERS:  # a slider's last few positions; any float may come in
+                    del self._answers[next(iter(self._answers))]
+                if key is None:
+                    max_prob, winner = self._fused.max(dim=0)
+                else:
+                    max_prob, winner = hedged(self._fused, torch.from_numpy(self.vocabulary.sizes), threshold)
+                self._answers[key] = (readonly(max_prob.float().cpu().numpy()), readonly(winner.cpu().numpy()))
+            return self._answers[key]
 
     @functools.cached_property
     def probabilities(self) -> np.ndarray:
         """Channels x rows x cols, float32, read-only: every channel's probability in every cell."""
         return readonly(self._fused.float().cpu().numpy())
+
+    def channel(self, channel: int) -> np.ndarray:
+        """One channel's probability in every cell: rows x cols, float32."""
+        return self._fused[channel].float().cpu().numpy()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -468,6 +479,7 @@ class Prepared:
                 classes = scale_checked(classes, max_prob, winner, view_winner, settings.box_threshold)
         if settings.part_ratio:
             classes = parts_give_way(classes, max_prob, winner, settings.threshold, settings.part_ratio)
+        classes, max_prob, winner = one_answer_per_object(classes, max_prob, winner, settings.threshold, maps.channel)
         extent = self._extent(max_prob.shape, settings)
         height, width = self.image_size
         boxes = find_boxes(max_prob, winner, classes, settings.box_threshold, extent, (width, height))

@@ -6,15 +6,17 @@ Input: per map cell, the winning channel of a vocabulary (``winner``) and its pr
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
 
 from core.hierarchy import Vocabulary
-from core.results import Box, FoundClass
+from core.results import Box, FoundClass, readonly
 
-__all__ = ["find_boxes", "find_classes", "parts_give_way", "scale_checked"]
+__all__ = ["find_boxes", "find_classes", "one_answer_per_object", "parts_give_way", "scale_checked"]
 
 # Connectivity for regions: 8-connected (diagonal neighbours join), as MATLAB's regionprops in the seed.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -103,6 +105,63 @@ def parts_give_way(
         if not any((around & cells[whole.channel]).any() for whole in wholes):
             kept.append(entry)
     return kept
+
+
+def one_answer_per_object(
+    classes: list[FoundClass],
+    max_prob: np.ndarray,
+    winner: np.ndarray,
+    threshold: float,
+    probability_of: Callable[[int], np.ndarray],
+) -> tuple[list[FoundClass], np.ndarray, np.ndarray]:
+    """Found answers of one lineage that touch become one: the broadest, over all their cells (adaptive answers).
+
+    At granularity "adaptive" the network's certainty fades towards an object's edges, so one cat reads "Egyptian
+    cat" in the middle and "domestic cat" around it, in interleaved patches. Where a found answer touches
+    (8-connected, cells above ``threshold``) a found answer that holds all its classes, its cells are answered with
+    that broader one, which passes the threshold there too (its probability is at least the narrower one's). The
+    broadest of a touching lineage takes them all, so each object gets one answer, one heat map and one box.
+    Answers whose classes do not nest (a cup beside a cat, or any two classes or groups) are left alone.
+
+    Args:
+        classes: the found answers (after ``find_classes``, ``parts_give_way``).
+        max_prob: per cell, the answer's probability.
+        winner: per cell, the answer's channel.
+        threshold: the probability a cell must exceed to count.
+        probability_of: a channel's probability map (rows x cols).
+
+    Returns:
+        ``(classes, max_prob, winner)``: the answers kept (their ``score`` and ``area`` over their new cells), and
+        the maps with the taken cells answered by their new owner (new arrays; the inputs are not changed).
+    """
+    cells = {c.channel: (winner == c.channel) & (max_prob > threshold) for c in classes}
+    owner = {c.channel: c.channel for c in classes}
+    broadest_first = sorted(classes, key=lambda c: (-len(c.members), c.channel))
+    for whole in broadest_first:
+        if owner[whole.channel] != whole.channel:
+            continue  # taken by a broader one already
+        members, region = set(whole.members), cells[whole.channel].copy()
+        grown = True
+        while grown:  # a narrower one may touch the whole only through another narrower one
+            grown = False
+            around = ndimage.binary_dilation(region, _EIGHT_CONNECTED)
+            for part in broadest_first:
+                free = owner[part.channel] == part.channel and part.channel != whole.channel
+                if free and set(part.members) < members and (around & cells[part.channel]).any():
+                    owner[part.channel], region, grown = whole.channel, region | cells[part.channel], True
+    if all(owner[c] == c for c in owner):
+        return classes, max_prob, winner
+    max_prob, winner = max_prob.copy(), winner.copy()
+    for part, whole in owner.items():
+        if part != whole:
+            taken = cells[part]
+            winner[taken], max_prob[taken] = whole, probability_of(whole)[taken]
+    kept = []
+    for entry in classes:
+        mine = (winner == entry.channel) & (max_prob > threshold)
+        if owner[entry.channel] == entry.channel:  # its own cells, and those it took
+            kept.append(dataclasses.replace(entry, score=float(max_prob[mine].max()), area=float(mine.mean())))
+    return sorted(kept, key=lambda c: (-c.score, c.channel)), readonly(max_prob), readonly(winner)
 
 
 def find_boxes(
