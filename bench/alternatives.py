@@ -1,28 +1,26 @@
-"""Rules tried on the chosen setting's maps and not adopted: ``python -m bench.alternatives`` (QUALITY.md).
+"""Rules tried on top of the chosen setting and not adopted: ``python -m bench.alternatives`` (QUALITY.md).
 
 Every rule reads the same maps: the chosen setting's class-level fused map of each target and check scene
-(``bench.quality.CHOSEN``: four scales, kernel 3), and that of its mirror image, flipped back. The network runs
-twice per scene; the rules are scored with ``bench.quality``'s own functions and targets. About 8 minutes on the
-2-core machine.
+(``bench.quality.CHOSEN``), and that of its mirror image, flipped back. The network runs twice per scene; each rule
+turns the class map into answers with core's own functions (the chosen granularity, ``core.analysis.hedged`` at
+"adaptive", ``core.postprocess``'s rules) and is scored with ``bench.quality``'s functions and targets. About
+three minutes on the 2-core machine.
 
 The rules (each a keyword of ``answer``):
 
-- ``threshold`` / ``min_cells``: core's two settings at other values;
+- ``threshold`` / ``min_cells`` / ``part_ratio`` / ``granularity``: core's settings at other values;
 - ``mirror``: the map averaged with the mirror image's (twice the network);
 - ``low``: a second, lower threshold for large regions: also name what wins at least ``cells`` cells above it;
-- ``parts``: a part gives way to its whole: an entry whose every region touches (8-connected) a region of another
-  entry at least ``ratio`` times its size is dropped (a cap on a uniform, a bridle on a horse);
-- ``hedge``: Hedging Your Bets (Deng et al., CVPR 2012) at group level: per cell, the most specific WordNet node
-  whose summed probability passes the threshold, among the 1000 classes and the synsets with ``MIN_MEMBERS`` to
-  ``MAX_GROUP_MEMBERS`` classes under them. The nodes overlap (a cell may answer "beagle", "hound" or "dog"), so it
-  is not a granularity core offers: core's groups partition the classes.
+- ``nested``: of two touching answers where one holds the other's classes ("cat" around "Egyptian cat"), the one
+  with fewer cells gives way;
+- ``one_answer=False``: without core's last rule (``core.postprocess.one_answer_per_object``: touching answers of
+  one lineage become the broadest, over all their cells).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import sys
 import time
 from collections import defaultdict
@@ -46,41 +44,30 @@ from bench.quality import (
     SetScore,
     Setting,
     aggregate,
+    answer_map,
     margin,
-    regroup,
     score_scene,
     target_values,
 )
 from bench.quality_data import Scene, scene_sets
-from core.hierarchy import (
-    MAX_GROUP_MEMBERS,
-    Vocabulary,
-    class_wnids,
-    classes_under_synsets,
-    vocabulary,
-    wordnet_name,
-)
-from core.postprocess import find_boxes, find_classes
-from core.registry import IMAGENET_CATEGORIES
+from core.analysis import channel_sums
+from core.postprocess import find_boxes, find_classes, one_answer_per_object, parts_give_way
 
-__all__ = ["RULES", "SceneMaps", "answer", "hedged", "hedging_nodes", "main", "parts_give_way", "rule_setting"]
-
-MIN_MEMBERS = 5  # a hedging node above the classes has at least this many classes (core's groups' minimum)
-_EIGHT = np.ones((3, 3), dtype=bool)
-_CLASSES = vocabulary("class", IMAGENET_CATEGORIES)
+__all__ = ["RULES", "SceneMaps", "answer", "main", "rule_setting"]
 
 # (label, keywords of ``answer``): the best variant of each rule (QUALITY.md's table); the first is core's rule.
 RULES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("the chosen setting (core)", {}),
-    ("mirror image averaged in, threshold 0.45, min_cells 4", {"mirror": True, "threshold": 0.45, "min_cells": 4}),
+    ("mirror image averaged in", {"mirror": True}),
     ("threshold 0.55", {"threshold": 0.55}),
+    ("threshold 0.65", {"threshold": 0.65}),
     ("min_cells 3", {"min_cells": 3}),
-    ("threshold 0.45, min_cells 4", {"threshold": 0.45, "min_cells": 4}),
-    ("parts give way to a 6x larger whole", {"parts": 6.0}),
-    ("threshold 0.6, and 0.3 over 12 cells", {"threshold": 0.6, "low": (0.3, 12)}),
-    ("threshold 0.6, 0.3 over 9 cells, parts 6x", {"threshold": 0.6, "low": (0.3, 9), "parts": 6.0}),
-    ("hedging", {"hedge": True}),
-    ("hedging, parts 6x", {"hedge": True, "parts": 6.0}),
+    ("part_ratio 3", {"part_ratio": 3}),
+    ("part_ratio 5", {"part_ratio": 5}),
+    ("and 0.3 over 12 cells", {"low": (0.3, 12)}),
+    ("nested answers: the smaller gives way", {"nested": True}),
+    ("answers of one lineage kept apart", {"one_answer": False}),
+    ("no parts rule", {"part_ratio": 0}),
 )
 
 
@@ -107,58 +94,22 @@ def scene_maps(scene: Scene, model: core.ClassMapModel) -> SceneMaps:
     )
 
 
-@functools.cache
-def hedging_nodes() -> tuple[torch.Tensor, torch.Tensor, Vocabulary]:
-    """The nodes hedging may answer, most specific first: ``(membership, sizes, vocabulary)``.
-
-    ``membership`` is nodes x 1000 (1 where a class lies under the node); ``sizes`` its row sums. A node's
-    probability in a cell is the sum of its classes' (the classes are disjoint), so ``membership @ probabilities``.
-    """
-    under = classes_under_synsets()
-    nodes = sorted(
-        (wnid for wnid, classes in under.items() if MIN_MEMBERS <= len(classes) <= MAX_GROUP_MEMBERS),
-        key=lambda w: (len(under[w]), w),
-    )
-    wnids = [*class_wnids(), *nodes]  # the classes (one each), then the synsets above them
-    members = tuple(tuple(sorted(under[w])) for w in wnids)
-    membership = torch.zeros(len(wnids), len(_CLASSES))
-    for row, classes in enumerate(members):
-        membership[row, list(classes)] = 1.0
-    labels = tuple(wordnet_name(w) for w in wnids)
-    # of_class is unused (the nodes overlap); find_classes and find_boxes read labels, members and wnids
-    vocab = Vocabulary("group", labels, tuple(wnids), members, np.zeros(len(_CLASSES), dtype=np.int64))
-    return membership, membership.sum(dim=1), vocab
-
-
-def hedged(probabilities: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, Vocabulary]:
-    """Per cell, the most specific node whose probability passes ``threshold`` (ties: the more probable).
-
-    Returns:
-        ``(max_prob, winner, vocabulary)`` as ``find_classes`` reads them; a cell where no node passes has
-        probability 0.
-    """
-    membership, sizes, vocab = hedging_nodes()
-    channels, rows, cols = probabilities.shape
-    nodes = membership @ torch.from_numpy(np.asarray(probabilities, np.float32)).reshape(channels, -1)
-    passing = nodes > threshold
-    # fewest classes first; among nodes of one size the more probable (probabilities < 1 never outweigh a class)
-    key = torch.where(passing, -sizes[:, None] + 0.5 * nodes, torch.tensor(-np.inf))
-    winner = key.argmax(dim=0)
-    max_prob = torch.where(passing.any(dim=0), nodes.gather(0, winner[None])[0], torch.tensor(0.0))
-    return max_prob.reshape(rows, cols).numpy(), winner.reshape(rows, cols).numpy().astype(np.int64), vocab
-
-
-def parts_give_way(
-    found: list[Any], max_prob: np.ndarray, winner: np.ndarray, thresholds: dict[int, float], ratio: float
-) -> list[Any]:
-    """The entries that do not touch an entry at least ``ratio`` times their size (cells above their thresholds)."""
-    masks = {e.channel: (winner == e.channel) & (max_prob > thresholds[e.channel]) for e in found}
-    sizes = {channel: int(mask.sum()) for channel, mask in masks.items()}
+def nested_give_way(found: list[Any], max_prob: np.ndarray, winner: np.ndarray, threshold: float) -> list[Any]:
+    """The entries that touch no larger entry of their own lineage (one's classes include the other's)."""
+    cells = {e.channel: (winner == e.channel) & (max_prob > threshold) for e in found}
+    sizes = {channel: int(mask.sum()) for channel, mask in cells.items()}
     kept = []
     for entry in found:
-        grown = ndimage.binary_dilation(masks[entry.channel], _EIGHT)
-        wholes = (o for o in found if o.channel != entry.channel and sizes[o.channel] >= ratio * sizes[entry.channel])
-        if not any((grown & masks[o.channel]).any() for o in wholes):
+        around = ndimage.binary_dilation(cells[entry.channel], np.ones((3, 3), dtype=bool))
+        mine = set(entry.members)
+        lineage = (
+            o
+            for o in found
+            if o.channel != entry.channel
+            and sizes[o.channel] > sizes[entry.channel]
+            and (mine <= set(o.members) or set(o.members) <= mine)
+        )
+        if not any((around & cells[o.channel]).any() for o in lineage):
             kept.append(entry)
     return kept
 
@@ -168,35 +119,37 @@ def answer(
     level: str,
     *,
     threshold: float = CHOSEN.threshold,
-    min_cells: int = 2,
+    min_cells: int = 2 if CHOSEN.min_region else 1,
+    part_ratio: int = CHOSEN.part_ratio,
+    granularity: str = CHOSEN.granularity,
     mirror: bool = False,
     low: tuple[float, int] | None = None,
-    parts: float | None = None,
-    hedge: bool = False,
+    nested: bool = False,
+    one_answer: bool = True,
 ) -> Answer:
-    """One rule's answer for a scene at "group" or "class" level (hedging applies to groups only)."""
+    """One rule's answer for a scene at "group" level (``granularity``) or "class" level.
+
+    With ``low``, the parts rule counts each entry's cells above the lower threshold.
+    """
     probabilities = (maps.probabilities + maps.mirrored) / 2 if mirror else maps.probabilities
-    if hedge and level == "group":
-        max_prob, winner, vocab = hedged(probabilities, threshold)
-    elif level == "group":
-        max_prob, winner, vocab = regroup(probabilities, CHOSEN.min_members, CHOSEN.max_members)
-    else:
-        best = torch.from_numpy(np.asarray(probabilities, np.float32)).max(dim=0)
-        max_prob, winner, vocab = best.values.numpy(), best.indices.numpy().astype(np.int64), _CLASSES
+    setting = Setting.of(CHOSEN.core().replace(granularity=granularity)) if level == "group" else CHOSEN.as_class()
+    max_prob, winner, vocab = answer_map(probabilities, setting, threshold)
     found = find_classes(max_prob, winner, threshold, vocab, min_cells)
-    thresholds = dict.fromkeys((e.channel for e in found), threshold)
+    box_threshold = CHOSEN.box_threshold
     if low is not None:
-        named = set(thresholds)
-        extra = [e for e in find_classes(max_prob, winner, low[0], vocab, low[1]) if e.channel not in named]
-        found += extra
-        thresholds.update(dict.fromkeys((e.channel for e in extra), low[0]))
-    if parts is not None:
-        found = parts_give_way(found, max_prob, winner, thresholds, parts)
+        named = {e.channel for e in found}
+        found += [e for e in find_classes(max_prob, winner, low[0], vocab, low[1]) if e.channel not in named]
+        box_threshold = min(box_threshold, low[0])
+    if part_ratio:
+        found = parts_give_way(found, max_prob, winner, threshold if low is None else low[0], part_ratio)
+    if nested:
+        found = nested_give_way(found, max_prob, winner, threshold)
+    if one_answer:
+        probs = channel_sums(torch.from_numpy(np.array(probabilities, np.float32))[None], vocab)[0].numpy()
+        lowest = threshold if low is None else low[0]
+        found, max_prob, winner = one_answer_per_object(found, max_prob, winner, lowest, probs.__getitem__)
     height, width = maps.image_size
-    boxes = []
-    for entry in found:
-        box = min(CHOSEN.box_threshold, thresholds[entry.channel])
-        boxes += find_boxes(max_prob, winner, [entry], box, maps.extent, (width, height))
+    boxes = find_boxes(max_prob, winner, found, min(box_threshold, threshold), maps.extent, (width, height))
     return Answer(tuple(found), tuple(boxes), (int(max_prob.shape[0]), int(max_prob.shape[1])))
 
 
@@ -226,17 +179,18 @@ def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> dict[tuple[
 
 
 def report(results: dict[tuple[str, Setting], SetScore]) -> list[str]:
-    """The Markdown table: each rule's nine target values and worst margin, and its worst margin on the check sets."""
+    """The Markdown table: each rule's nine target values, worst margins, and its answers per target scene."""
     header = [t.name().replace(" group ", " g ").replace(" class ", " c ") for t in TARGETS]
     lines = [
-        "| rule | " + " | ".join(header) + " | worst | check sets: worst |",
-        "|---|" + "---:|" * (len(header) + 2),
+        "| rule | " + " | ".join(header) + " | worst | check sets: worst | answers per scene |",
+        "|---|" + "---:|" * (len(header) + 3),
     ]
     for label, _ in RULES:
         values = target_values(results, rule_setting(label))
         checked = target_values(results, rule_setting(label), CHECK_OF)
         cells = " | ".join(f"{v:.2f}" for v in values.values())
-        lines.append(f"| {label} | {cells} | {margin(values):+.3f} | {margin(checked):+.3f} |")
+        answers = np.mean([results[name, rule_setting(label)].classes for name in TARGET_SETS])
+        lines.append(f"| {label} | {cells} | {margin(values):+.3f} | {margin(checked):+.3f} | {answers:.2f} |")
     return lines
 
 

@@ -50,8 +50,8 @@ import core
 import core.analysis
 from bench.quality_data import PHOTOS, Scene, scene_sets
 from core.analysis import pyramid
-from core.hierarchy import DEFAULT_MIN_MEMBERS, MAX_GROUP_MEMBERS, Vocabulary, grouping, subtree_classes
-from core.postprocess import find_boxes, find_classes
+from core.hierarchy import DEFAULT_MIN_MEMBERS, MAX_GROUP_MEMBERS, Vocabulary, grouping, subtree_classes, vocabulary
+from core.postprocess import find_boxes, find_classes, parts_give_way
 from core.registry import IMAGENET_CATEGORIES
 
 __all__ = [
@@ -66,13 +66,13 @@ __all__ = [
     "Setting",
     "Target",
     "aggregate",
+    "answer_map",
     "choose",
     "fewer_scales",
     "full_grid",
     "is_right",
     "main",
     "read_csv",
-    "regroup",
     "report",
     "score_scene",
     "sweep",
@@ -94,9 +94,9 @@ CHECK_OF = {"2x2": "2x2-256", "3x3": "3x3-256"}  # the check set standing in for
 class Setting:
     """One point of the sweep: core's settings and the grouping.
 
-    ``min_members`` / ``max_members`` are the grouping's (``core.hierarchy.grouping``), 0 for granularity "class".
-    ``min_region``: an entry must win at least two map cells above the threshold (core's ``min_cells=2``; False:
-    ``min_cells=1``, any single cell, the seed's rule).
+    ``min_members`` / ``max_members`` are the grouping's (``core.hierarchy.grouping``), 0 for granularity "class"
+    and "adaptive" (core's synsets). ``min_region``: an entry must win at least two map cells above the threshold
+    (core's ``min_cells=2``; False: ``min_cells=1``, any single cell, the seed's rule). ``part_ratio``: core's.
     """
 
     backbone: str
@@ -110,6 +110,7 @@ class Setting:
     box_threshold: float
     scale_check: bool
     min_region: bool = False
+    part_ratio: int = 0
 
     def core(self) -> core.Settings:
         """The core settings of this point (the grouping is not a core setting)."""
@@ -123,6 +124,7 @@ class Setting:
             granularity=self.granularity,
             scales=self.scales,
             min_cells=2 if self.min_region else 1,
+            part_ratio=self.part_ratio,
         )
 
     @classmethod
@@ -147,12 +149,13 @@ class Setting:
             settings.box_threshold,
             settings.scale_check,
             settings.min_cells == 2,
+            settings.part_ratio,
         )
 
     @property
     def native(self) -> bool:
-        """Whether core computes this granularity itself (class, or core's default grouping)."""
-        return self.granularity == "class" or (self.min_members, self.max_members) == (
+        """Whether core computes this granularity itself (class, adaptive, or core's default grouping)."""
+        return self.granularity != "group" or (self.min_members, self.max_members) == (
             DEFAULT_MIN_MEMBERS,
             MAX_GROUP_MEMBERS,
         )
@@ -164,16 +167,17 @@ class Setting:
     def label(self) -> str:
         """A short name for tables."""
         name = self.backbone.replace("efficientnet_", "")
-        granularity = f"group {self.min_members}/{self.max_members}" if self.granularity == "group" else "class"
+        granularity = _dimension(self, "grouping")
         return (
             f"{name} {self.resolution} s{self.scales} k{self.kernel_size} {granularity} t{self.threshold:g} "
             f"b{self.box_threshold:g}{' check' if self.scale_check else ''}{' minreg' if self.min_region else ''}"
+            f"{f' parts{self.part_ratio}' if self.part_ratio else ''}"
         )
 
 
 # The chosen defaults (QUALITY.md: the best of the sweep by ``choose``'s rule): one setting for the app, the CLI
 # and the API. min_members / max_members are core.hierarchy's grouping.
-CHOSEN = Setting("efficientnet_lite2", 320, 4, 3, "group", 5, 130, 0.5, 0.5, False, True)
+CHOSEN = Setting("efficientnet_lite2", 320, 4, 1, "adaptive", 0, 0, 0.6, 0.5, False, True, 4)
 # The seed article's rule on today's backbone and resolution: kernel 3, threshold 0.85, box 0.5, 1 scale, classes.
 SEED = Setting("efficientnet_lite2", 320, 1, 3, "class", 0, 0, 0.85, 0.5, False, False)
 
@@ -192,6 +196,7 @@ class Grid:
     box_thresholds: tuple[float, ...]
     scale_checks: tuple[bool, ...]
     min_regions: tuple[bool, ...]
+    part_ratios: tuple[int, ...] = (0,)
 
     def settings(self) -> list[Setting]:
         """Every point; the scale check only with class maps and core's own grouping (it needs core's head)."""
@@ -200,10 +205,10 @@ class Grid:
             self.backbones, self.resolutions, self.scales, self.kernels, self.granularities
         ):
             for m, big in self.groupings if gran == "group" else ((0, 0),):
-                for t, b, check, minreg in itertools.product(
-                    self.thresholds, self.box_thresholds, self.scale_checks, self.min_regions
+                for t, b, check, minreg, parts in itertools.product(
+                    self.thresholds, self.box_thresholds, self.scale_checks, self.min_regions, self.part_ratios
                 ):
-                    setting = Setting(bb, res, n, k, gran, m, big, t, b, check, minreg)
+                    setting = Setting(bb, res, n, k, gran, m, big, t, b, check, minreg, parts)
                     if check and not setting.native:
                         continue
                     out.append(setting)
@@ -261,8 +266,25 @@ def full_grid() -> list[Setting]:
         scale_checks=(False, True),
         min_regions=(False, True),
     )
-    too_large = [s for s in networks.settings() if s.resolution == 448 and s.scales == 4]
-    return [s for s in networks.settings() if s not in too_large] + heads.settings() + squeeze.settings()
+    # The adaptive granularity and the parts rule (this round): at efficientnet_lite2, the networks' part's best
+    # resolutions and scales, both kernels, every threshold and minimum region, box threshold 0.5 (equal to 0.3
+    # above); the parts rule at three ratios, also for core's groups (its class-level twins come with every setting).
+    adaptive = Grid(
+        backbones=("efficientnet_lite2",),
+        resolutions=(320, 448),
+        scales=(2, 3, 4),
+        kernels=(1, 3),
+        granularities=("adaptive", "group"),
+        groupings=((DEFAULT_MIN_MEMBERS, MAX_GROUP_MEMBERS),),
+        thresholds=(0.4, 0.5, 0.6, 0.7),
+        box_thresholds=(0.5,),
+        scale_checks=(False,),
+        min_regions=(False, True),
+        part_ratios=(0, 3, 4, 5, 6, 8),
+    )
+    too_large = [s for s in networks.settings() + adaptive.settings() if s.resolution == 448 and s.scales == 4]
+    parts = [s for s in adaptive.settings() if s not in too_large and (s.granularity, s.part_ratio) != ("group", 0)]
+    return [s for s in networks.settings() if s not in too_large] + heads.settings() + squeeze.settings() + parts
 
 
 def with_class_level(settings: Iterable[Setting]) -> list[Setting]:
@@ -408,28 +430,32 @@ class Answer(NamedTuple):
 
 
 @functools.cache
-def _group_vocabulary(min_members: int, max_members: int) -> tuple[Vocabulary, np.ndarray]:
+def _group_vocabulary(min_members: int, max_members: int) -> Vocabulary:
     groups = grouping(min_members, max_members)
-    vocab = Vocabulary("group", groups.labels, groups.wnids, groups.members, groups.of_class)
-    onehot = np.zeros((len(groups), len(groups.of_class)), dtype=np.float32)
-    onehot[groups.of_class, np.arange(len(groups.of_class))] = 1.0
-    return vocab, onehot
+    return Vocabulary("group", groups.labels, groups.wnids, groups.members)
 
 
-def regroup(probabilities: np.ndarray, min_members: int, max_members: int) -> tuple[np.ndarray, np.ndarray, Vocabulary]:
-    """A class-level map summed into ``grouping(min_members, max_members)``'s groups.
+def answer_map(
+    probabilities: np.ndarray, setting: Setting, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, Vocabulary]:
+    """A class-level map's answer per cell at the setting's granularity and grouping, by core's own functions.
 
     Args:
         probabilities: 1000 x rows x cols, the classes' probabilities per cell (``Prepared.maps(...)``).
+        setting: its granularity, grouping (any ``grouping()``'s, not only core's) and threshold count.
+        threshold: the threshold to answer at instead of the setting's (it matters at "adaptive").
 
     Returns:
         ``(max_prob, winner, vocabulary)`` per cell, as ``core.postprocess.find_classes`` reads them.
     """
-    vocab, onehot = _group_vocabulary(min_members, max_members)
-    channels, rows, cols = probabilities.shape
-    summed = torch.from_numpy(onehot) @ torch.from_numpy(np.array(probabilities, np.float32)).reshape(channels, -1)
-    max_prob, winner = summed.max(dim=0)
-    return max_prob.numpy().reshape(rows, cols), winner.numpy().astype(np.int64).reshape(rows, cols), vocab
+    if setting.granularity == "group":
+        vocab = _group_vocabulary(setting.min_members, setting.max_members)
+    else:
+        vocab = vocabulary(setting.granularity, IMAGENET_CATEGORIES)
+    probs = core.analysis.channel_sums(torch.from_numpy(np.array(probabilities, np.float32))[None], vocab)[0]
+    threshold = setting.threshold if threshold is None else threshold
+    max_prob, winner = core.analysis.FusedMap(probs, vocab).answer(threshold)
+    return max_prob, winner, vocab
 
 
 class _Answers:
@@ -457,13 +483,15 @@ class _Answers:
         key = ("regroup", setting.kernel_size, setting.min_members, setting.max_members)
         if key not in self.cache:
             fused = self.prepared.maps(setting.as_class().core())
-            self.cache[key] = regroup(fused.probabilities, setting.min_members, setting.max_members)
+            self.cache[key] = answer_map(fused.probabilities, setting)
         max_prob, winner, vocab = self.cache[key]
         extent_key = ("extent", setting.kernel_size)
         if extent_key not in self.cache:
             self(dataclasses.replace(setting.as_class(), threshold=1.0, scale_check=False))
         height, width = self.prepared.image_size
         classes = find_classes(max_prob, winner, setting.threshold, vocab, 2 if setting.min_region else 1)
+        if setting.part_ratio:
+            classes = parts_give_way(classes, max_prob, winner, setting.threshold, setting.part_ratio)
         boxes = find_boxes(max_prob, winner, classes, setting.box_threshold, self.cache[extent_key], (width, height))
         return Answer(tuple(classes), tuple(boxes), (int(max_prob.shape[0]), int(max_prob.shape[1])))
 
@@ -795,12 +823,15 @@ DIMENSIONS = (
     "box_threshold",
     "scale_check",
     "min_region",
+    "part_ratio",
 )
 
 
 def _dimension(setting: Setting, name: str) -> Any:
     if name == "grouping":
-        return "class" if setting.granularity == "class" else f"group {setting.min_members}/{setting.max_members}"
+        if setting.granularity == "group":
+            return f"group {setting.min_members}/{setting.max_members}"
+        return setting.granularity
     return getattr(setting, name)
 
 
@@ -809,6 +840,8 @@ def _with(setting: Setting, name: str, value: Any) -> Setting:
         return dataclasses.replace(setting, **{name: value})
     if value == "class":
         return setting.as_class()
+    if value == "adaptive":
+        return dataclasses.replace(setting, granularity="adaptive", min_members=0, max_members=0)
     m, big = (int(x) for x in value.split()[1].split("/"))
     return dataclasses.replace(setting, granularity="group", min_members=m, max_members=big)
 
@@ -880,7 +913,7 @@ def report(
             lines += _row_header(name)
             for value in values:
                 one = _with(chosen, name, value)
-                if one in settings or one.as_class() in settings:
+                if target_values(results, one) is not None:  # swept, with its class-level twin
                     lines.append(_row(results, one, f"{value} (chosen, changed)"))
             for value in values:
                 if (name, value) in best_of:
@@ -945,6 +978,7 @@ def read_csv(path: Path) -> dict[tuple[str, Setting], SetScore]:
                 float(row["box_threshold"]),
                 row["scale_check"] == "True",
                 row["min_region"] == "True",
+                int(row.get("part_ratio") or 0),  # sweeps before the parts rule have no column
             )
             metrics = (float(row[name]) for name in ("recall", "precision", "localization", "placed", "classes"))
             results[row["set"], setting] = SetScore(*metrics, scenes=int(row["scenes"]))
@@ -963,7 +997,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the mosaics' tile selection (default 0)")
     parser.add_argument("--csv", type=Path, help="also write every (set, setting) row to this CSV file (.gz: gzip)")
-    parser.add_argument("--from-csv", type=Path, help="re-render the tables from a sweep's CSV (runs no network)")
+    parser.add_argument(
+        "--from-csv",
+        type=Path,
+        help="re-render the tables from a sweep's CSV (the misses and the cost still run the network: --no-explain)",
+    )
     parser.add_argument("--report", type=Path, help="also write the Markdown tables to this file")
     parser.add_argument("--no-explain", action="store_true", help="skip the misses / false positives and the cost")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -994,7 +1032,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.csv:  # first: the sweep is the expensive part
             write_csv(results, args.csv)
     explained = cost = None
-    if not (args.from_csv or args.quick or args.no_explain):
+    if not (args.quick or args.no_explain):
         explained = explain(targets, CHOSEN)
         cost_scenes = [sets["2x2"][0], sets["3x3"][0], sets["single"][-1]]
         cost = network_seconds(cost_scenes, CHOSEN.backbone, CHOSEN.resolution)
