@@ -84,20 +84,21 @@ class Settings:
     """
 
     # The defaults: the best worst case of issue 12's nine targets measured in QUALITY.md (`python -m bench.quality`,
-    # 24 photos): WordNet groups, four scales (weighted, at most 2x enlargement), a lower threshold, at least two
-    # cells per answer (worst margin -0.13; the seed's settings -0.56). The seed's settings are a preset; fewer
-    # scales are faster.
+    # 24 photos): adaptive granularity, four scales (weighted, at most 2x enlargement), the finest kernel, a lower
+    # threshold, at least two cells per answer, parts giving way to a 4x larger whole (worst margin -0.064; last
+    # round's fixed groups -0.134; the seed's settings -0.56). The seed's settings are a preset; fewer scales are
+    # faster.
     backbone: str = DEFAULT_BACKBONE
     resolution: int | str = 320
-    kernel_size: int = 3
-    threshold: float = 0.5
+    kernel_size: int = 1
+    threshold: float = 0.6
     box_threshold: float = 0.5
     padding: Padding = "same"
     scale_check: bool = False
-    granularity: Literal["class", "group", "adaptive"] = "group"
+    granularity: Literal["class", "group", "adaptive"] = "adaptive"
     scales: int = 4
     min_cells: int = 2
-    part_ratio: int = 0
+    part_ratio: int = 4
 
     PRESETS: ClassVar[tuple[str, ...]] = ("seed", "best")
 

@@ -158,9 +158,11 @@ def test_adaptive_answers_and_parts_give_way_through_the_api(url, examples, monk
     assert kept == expected.to_dict() and kept["granularity"] == "adaptive"
     # Each answer is a class (its index, itself as member) or a WordNet synset (no index, 5 or more classes).
     assert all({"index", "label", "members", "wnid"} <= entry.keys() for entry in kept["classes"] + kept["boxes"])
+    # (Without the parts rule the small fringes survive, and one answer per object turns each object into the
+    # broadest synset its fringe holds: "food" for the espresso.)
     singles = [c for c in kept["classes"] if c["index"] is not None]
     synsets = [c for c in kept["classes"] if c["index"] is None]
-    assert singles and synsets and all(c["members"] == [c["index"]] for c in singles)
+    assert synsets and all(c["members"] == [c["index"]] for c in singles)
     assert all(len(c["members"]) >= 5 and c["wnid"].startswith("n") for c in synsets)
 
     # Parts give way: a slider's float is taken, and fewer answers are left, as core leaves them.
@@ -168,12 +170,14 @@ def test_adaptive_answers_and_parts_give_way_through_the_api(url, examples, monk
     assert seen[-1].part_ratio == 2 and type(seen[-1].part_ratio) is int
     expected = core.analyze(path, "efficientnet_lite0", kernel_size=3, **settings, part_ratio=2, source=path.name)
     assert parted == expected.to_dict()
-    assert 0 < len(parted["classes"]) < len(kept["classes"])
+    assert len(parted["classes"]) > 0 and parted["classes"] != kept["classes"]
+    assert any(c["index"] is not None and c["members"] == [c["index"]] for c in parted["classes"])  # espresso
     assert parted["part_ratio"] == 2 and kept["part_ratio"] == 0  # in the JSON
     analyze(client, path, **settings)
     assert seen[-1].part_ratio == DEFAULTS.part_ratio  # left out: the default
 
-    # The probe of a cell a synset wins (its smallest box): the synset first, then the cell's classes.
+    # The probe of a cell in a synset's (smallest) box: the cell's own answer first, a synset or a class of the
+    # box's lineage (the box is the object's answer), then the cell's classes.
     box = min(
         (b for b in kept["boxes"] if b["index"] is None),
         key=lambda b: (b["box"][2] - b["box"][0]) * (b["box"][3] - b["box"][1]),
@@ -182,8 +186,8 @@ def test_adaptive_answers_and_parts_give_way_through_the_api(url, examples, monk
     probe = {"backbone": "efficientnet_lite0", "kernel_size": 3, **settings, "part_ratio": 0}
     _, _, answer = client.predict(image=handle_file(str(path)), x=x, y=y, **probe, api_name="/probe")
     first, *rest = answer["top"]
-    assert (first["label"], first["index"], first["wnid"]) == (box["label"], None, box["wnid"])
-    assert len(first["members"]) >= 5 and rest and all(entry["index"] is not None for entry in rest)
+    assert set(first["members"]) <= set(box["members"]) and first["wnid"].startswith("n")
+    assert rest and all(entry["index"] is not None for entry in rest)
 
     # A ratio the settings refuse: the setting named with its allowed values, and the app keeps serving.
     for value in (1, MAX_PART_RATIO + 1, 2.5):

@@ -244,7 +244,8 @@ def test_adaptive_names_classes_and_synsets_and_parts_give_way(examples, cnn_cal
     count = rf"\*\*{len(singles)}\*\* class(es)? and \*\*{len(synsets)}\*\* groups? above 0\.50"
     assert re.search(count, view.summary), view.summary
 
-    # The probe of a cell a synset wins: that answer first, then the cell's most probable classes.
+    # The probe of a cell a synset wins (the object's answer): the cell's own answer first, of that synset's
+    # lineage (the synset or a class under it), then the cell's most probable classes.
     analysis = view.analysis
     rows, cols = analysis.map_size
     synset = next(c.channel for c in analysis.classes if c.index is None)
@@ -253,15 +254,15 @@ def test_adaptive_names_classes_and_synsets_and_parts_give_way(examples, cnn_cal
     x, y = x0 + (col + 0.5) * (x1 - x0) / cols, y0 + (row + 0.5) * (y1 - y0) / rows
     runs = len(cnn_calls)
     answer = probe_photo(path, settings, x, y, cache=cache).to_dict()["top"]
-    assert answer[0]["index"] is None and answer[0]["wnid"] == analysis.vocabulary.wnids[synset]
-    assert answer[0]["probability"] > 0.5 and len(answer[0]["members"]) >= 5
-    assert all(entry["index"] is not None for entry in answer[1:])
+    assert set(answer[0]["members"]) <= set(analysis.vocabulary.members[synset])
+    assert answer[0]["probability"] > 0.5 and all(entry["index"] is not None for entry in answer[1:])
 
-    # Parts give way: fewer answers, from the same network output.
+    # Parts give way: other answers (the cat's fringe gives way before it can make the cat a "domestic cat"), from
+    # the same network output.
     parted = analyze_photo(path, settings.replace(part_ratio=2), cache=cache)
     assert not parted.network_ran and len(cnn_calls) == runs and parted.record["part_ratio"] == 2
     labels = [c["label"] for c in parted.record["classes"]]
-    assert 0 < len(labels) < len(classes) and set(labels) <= {c["label"] for c in classes}
+    assert labels and labels != [c["label"] for c in classes]
 
     nothing = analyze_photo(path, settings.replace(threshold=1.0), cache=cache)
     assert nothing.record["classes"] == [] and "**no class or group** wins" in nothing.summary
