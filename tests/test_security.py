@@ -48,7 +48,7 @@ def outside_image() -> Path:
 
 def analyze_args(file: dict, **changes) -> list:
     """The ``analyze`` event's inputs, in order: image, backbone, kernel_size, threshold, box_threshold, resolution,
-    padding, scale_check, granularity, scales, min_cells."""
+    padding, scale_check, granularity, scales, min_cells, part_ratio."""
     values = {
         "backbone": "efficientnet_lite2",
         "kernel_size": 3,
@@ -60,6 +60,7 @@ def analyze_args(file: dict, **changes) -> list:
         "granularity": "class",
         "scales": 1,
         "min_cells": 1,
+        "part_ratio": 0,
     }
     values.update(changes)
     return [file, *values.values()]
@@ -97,7 +98,7 @@ def test_webcam_endpoint_refuses_server_files(app_url, outside_image) -> None:
     event, payload = call(
         app_url,
         "webcam",
-        [{"path": str(outside_image)}, "efficientnet_lite2", 3, 0.85, 0.5, "same", False, "class", 1],
+        [{"path": str(outside_image)}, "efficientnet_lite2", 3, 0.85, 0.5, "same", False, "class", 1, 0],
     )
     assert event == "error"
     assert "not uploaded" in json.dumps(payload)
