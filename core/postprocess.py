@@ -96,7 +96,7 @@ def parts_give_way(
     Returns:
         The classes kept, in their order.
     """
-    cells = {c.channel: (winner == c.channel) & (max_prob > threshold) for c in classes}
+    cells = _cells(classes, max_prob, winner, threshold)
     sizes = {channel: int(mask.sum()) for channel, mask in cells.items()}
     kept = []
     for entry in classes:
@@ -134,34 +134,46 @@ def one_answer_per_object(
         ``(classes, max_prob, winner)``: the answers kept (their ``score`` and ``area`` over their new cells), and
         the maps with the taken cells answered by their new owner (new arrays; the inputs are not changed).
     """
-    cells = {c.channel: (winner == c.channel) & (max_prob > threshold) for c in classes}
+    cells = _cells(classes, max_prob, winner, threshold)
     owner = {c.channel: c.channel for c in classes}
+    members = {c.channel: frozenset(c.members) for c in classes}
     broadest_first = sorted(classes, key=lambda c: (-len(c.members), c.channel))
     for whole in broadest_first:
-        if owner[whole.channel] != whole.channel:
-            continue  # taken by a broader one already
-        members, region = set(whole.members), cells[whole.channel].copy()
-        grown = True
+        # Still free (not taken by a broader one), and narrower than the whole: classes and groups never are.
+        parts = [
+            c.channel
+            for c in broadest_first
+            if owner[c.channel] == c.channel and members[c.channel] < members[whole.channel]
+        ]
+        if owner[whole.channel] != whole.channel or not parts:
+            continue
+        region, grown = cells[whole.channel].copy(), True
         while grown:  # a narrower one may touch the whole only through another narrower one
             grown = False
             around = ndimage.binary_dilation(region, _EIGHT_CONNECTED)
-            for part in broadest_first:
-                free = owner[part.channel] == part.channel and part.channel != whole.channel
-                if free and set(part.members) < members and (around & cells[part.channel]).any():
-                    owner[part.channel], region, grown = whole.channel, region | cells[part.channel], True
-    if all(owner[c] == c for c in owner):
+            for part in parts:
+                if owner[part] == part and (around & cells[part]).any():
+                    owner[part], region, grown = whole.channel, region | cells[part], True
+    takers = {whole for part, whole in owner.items() if part != whole}
+    if not takers:
         return classes, max_prob, winner
     max_prob, winner = max_prob.copy(), winner.copy()
     for part, whole in owner.items():
         if part != whole:
-            taken = cells[part]
-            winner[taken], max_prob[taken] = whole, probability_of(whole)[taken]
+            winner[cells[part]], max_prob[cells[part]] = whole, probability_of(whole)[cells[part]]
     kept = []
     for entry in classes:
-        mine = (winner == entry.channel) & (max_prob > threshold)
-        if owner[entry.channel] == entry.channel:  # its own cells, and those it took
-            kept.append(dataclasses.replace(entry, score=float(max_prob[mine].max()), area=float(mine.mean())))
+        if entry.channel in takers:  # its own cells, and those it took
+            mine = (winner == entry.channel) & (max_prob > threshold)
+            entry = dataclasses.replace(entry, score=float(max_prob[mine].max()), area=float(mine.mean()))
+        if owner[entry.channel] == entry.channel:
+            kept.append(entry)
     return sorted(kept, key=lambda c: (-c.score, c.channel)), readonly(max_prob), readonly(winner)
+
+
+def _cells(classes: list[FoundClass], max_prob: np.ndarray, winner: np.ndarray, threshold: float) -> dict:
+    """Each found class's cells: where it wins above ``threshold`` (channel -> rows x cols bool)."""
+    return {c.channel: (winner == c.channel) & (max_prob > threshold) for c in classes}
 
 
 def find_boxes(
