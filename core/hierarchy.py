@@ -273,19 +273,23 @@ def grouping(min_members: int = DEFAULT_MIN_MEMBERS, max_members: int = MAX_GROU
 
 
 def _distinct(labels: list[str], wnids: tuple[str, ...], fixed: int = 0) -> tuple[str, ...]:
-    """``labels`` made unique: a clashing label gets its synset's parent's name, then its WordNet id, appended.
+    """``labels`` made unique: a clashing label gets its synset's parent's name, else its size, else its WordNet id.
 
-    The first ``fixed`` labels (class names, which the class granularity shows as they are) are never changed, but
-    a later label that clashes with one of them is.
+    "vessel (craft)" and "vessel (container)"; "substance (5 classes)" and "substance (27 classes)", whose parents
+    are both "matter". The first ``fixed`` labels (class names, which the class granularity shows as they are) are
+    never changed, but a later label that clashes with one of them is.
     """
-    labels = list(labels)
-    for attempt in ("parent", "wnid"):
+    base, labels = list(labels), list(labels)
+    suffixes = (
+        lambda w: wordnet_name(_root_path(w)[1]) if len(_root_path(w)) > 1 else w,
+        lambda w: f"{len(_subtrees()[w])} classes",
+        lambda w: w,
+    )
+    for suffix in suffixes:
         counts = Counter(labels)
-        for k in range(fixed, len(labels)):
-            if counts[labels[k]] > 1:
-                path = _root_path(wnids[k])
-                suffix = wordnet_name(path[1]) if attempt == "parent" and len(path) > 1 else wnids[k]
-                labels[k] = f"{labels[k]} ({suffix})"
+        clashing = [k for k in range(fixed, len(labels)) if counts[labels[k]] > 1]
+        for k in clashing:
+            labels[k] = f"{base[k]} ({suffix(wnids[k])})"
     if len(set(labels[fixed:])) != len(labels) - fixed or set(labels[:fixed]) & set(labels[fixed:]):
         raise RuntimeError("labels are not unique")  # a label that is some wnid-suffixed label: never seen
     return tuple(labels)
@@ -374,13 +378,22 @@ def hedging_nodes() -> tuple[str, ...]:
     """The synsets the adaptive granularity may answer above the classes, fewest classes first.
 
     Those with ``DEFAULT_MIN_MEMBERS`` to ``MAX_GROUP_MEMBERS`` classes under them (any hypernym edge); ties in
-    size by WordNet id.
+    size by WordNet id. Synsets with the same classes under them are one answer, named by the most specific:
+    "turtle", not "chelonian" or "anapsid"; "fish", not "aquatic vertebrate" (the one below the others, else the
+    deepest, else the first WordNet id).
 
     Returns:
-        Their WordNet ids (165 synsets, from "domestic cat" and "retriever" to "dog" and "device").
+        Their WordNet ids (140 synsets, from "domestic cat" and "retriever" to "dog" and "device").
     """
     under = _subtrees()
-    nodes = (w for w, classes in under.items() if DEFAULT_MIN_MEMBERS <= len(classes) <= MAX_GROUP_MEMBERS)
+    same: dict[frozenset[int], list[str]] = {}
+    for wnid, classes in under.items():
+        if DEFAULT_MIN_MEMBERS <= len(classes) <= MAX_GROUP_MEMBERS:
+            same.setdefault(classes, []).append(wnid)
+    nodes = (
+        min(alike, key=lambda w: (-sum(o in _ancestors(w) for o in alike), -len(_root_path(w)), w))
+        for alike in same.values()
+    )
     return tuple(sorted(nodes, key=lambda w: (len(under[w]), w)))
 
 

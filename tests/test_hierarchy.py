@@ -13,7 +13,9 @@ from core.hierarchy import (
     class_wnids,
     classes_under_synsets,
     grouping,
+    hedging_nodes,
     subtree_classes,
+    vocabulary,
     wordnet_name,
 )
 
@@ -189,3 +191,22 @@ def test_grouping_rejects_bad_arguments(args: tuple, message: str) -> None:
 def test_group_of_rejects_bad_indices(bad: object) -> None:
     with pytest.raises(ValueError, match="class_index"):
         grouping().group_of(bad)  # type: ignore[arg-type]
+
+
+def test_synsets_with_the_same_classes_are_one_adaptive_answer_named_by_the_most_specific() -> None:
+    nodes = hedging_nodes()
+    classes = [subtree_classes(w) for w in nodes]
+    assert len(set(classes)) == len(nodes) == 140  # 165 synsets of 5..130 classes, 25 of them repeat another's
+    names = {wordnet_name(w) for w in nodes}
+    # the one below the others: "turtle" (not "chelonian", "anapsid"), "fish" (not "aquatic vertebrate")
+    assert {"turtle", "fish", "butterfly", "lizard", "fruit", "appliance"} <= names
+    assert not names & {"chelonian", "anapsid", "aquatic vertebrate", "lepidopterous insect", "saurian", "durables"}
+    assert subtree_classes("n01662784") == subtree_classes("n01661592")  # turtle, anapsid: the same 5 classes
+
+
+def test_adaptive_labels_tell_clashing_synsets_apart_by_parent_then_size() -> None:
+    labels = vocabulary("adaptive", _class_names()).labels[1000:]
+    assert {"vessel (craft)", "vessel (container)", "food (substance)", "food (solid)"} <= set(labels)
+    # two "substance" synsets, both under "matter": their sizes tell them apart, not their WordNet ids
+    assert {"substance (5 classes)", "substance (27 classes)"} <= set(labels)
+    assert not any("(n0" in label for label in labels)
