@@ -14,7 +14,11 @@ The rules (each a keyword of ``answer``):
 - ``nested``: of two touching answers where one holds the other's classes ("cat" around "Egyptian cat"), the one
   with fewer cells gives way;
 - ``one_answer=False``: without core's last rule (``core.postprocess.one_answer_per_object``: touching answers of
-  one lineage become the broadest, over all their cells).
+  one lineage become the broadest, over all their cells);
+- ``specific``: after that rule, each synset answer named by the most specific channel under it that passes over
+  this share of its cells (``most_specific_names``).
+
+The table also gives how broad the answers are: the mean number of ImageNet classes per found entry.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from bench.quality import (
 from bench.quality_data import Scene, scene_sets
 from core.analysis import channel_sums
 from core.postprocess import find_boxes, find_classes, one_answer_per_object, parts_give_way
+from core.results import FoundClass
 
 __all__ = ["RULES", "SceneMaps", "answer", "main", "rule_setting"]
 
@@ -68,6 +73,8 @@ RULES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("nested answers: the smaller gives way", {"nested": True}),
     ("answers of one lineage kept apart", {"one_answer": False}),
     ("no parts rule", {"part_ratio": 0}),
+    ("the most specific name over half of it", {"specific": 0.5}),
+    ("the most specific name over two thirds of it", {"specific": 2 / 3}),
 )
 
 
@@ -114,6 +121,57 @@ def nested_give_way(found: list[Any], max_prob: np.ndarray, winner: np.ndarray, 
     return kept
 
 
+def most_specific_names(
+    found: list[Any],
+    max_prob: np.ndarray,
+    winner: np.ndarray,
+    threshold: float,
+    vocab: Any,
+    probs: np.ndarray,
+    share: float,
+) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """Each synset answer renamed to the most specific channel under it that passes in ``share`` of its cells.
+
+    One answer per object names an object by the broadest answer of its lineage, so a few uncertain cells at its
+    edge can make that vague ("domestic animal" for a cat that reads "domestic cat" over most of it). This names it
+    by the channel with the fewest classes, among those whose classes it holds, whose probability passes
+    ``threshold`` in at least ``share`` of its cells (ties: the higher mean there); its cells take that channel's
+    probability, and those where it does not pass no longer count. Answers that come to one name become one.
+    """
+    renamed = {}
+    for entry in found:
+        if vocab.index(entry.channel) is not None:
+            continue
+        cells = (winner == entry.channel) & (max_prob > threshold)
+        whole = frozenset(entry.members)
+        candidates = [
+            (len(m), -float(probs[c][cells].mean()), c)
+            for c, m in enumerate(vocab.members)
+            if len(m) < len(whole) and whole.issuperset(m) and (probs[c][cells] > threshold).mean() >= share
+        ]
+        if candidates:
+            renamed[entry.channel] = min(candidates)[2]
+    masks = {old: winner == old for old in renamed}
+    max_prob, winner = max_prob.copy(), winner.copy()
+    for old, channel in renamed.items():
+        winner[masks[old]], max_prob[masks[old]] = channel, probs[channel][masks[old]]
+    kept = []
+    for channel in dict.fromkeys(renamed.get(e.channel, e.channel) for e in found):
+        passing = (winner == channel) & (max_prob > threshold)
+        kept.append(
+            FoundClass(
+                index=vocab.index(channel),
+                label=vocab.labels[channel],
+                score=float(max_prob[passing].max()),
+                members=vocab.members[channel],
+                wnid=vocab.wnids[channel],
+                channel=channel,
+                area=float(passing.mean()),
+            )
+        )
+    return sorted(kept, key=lambda c: (-c.score, c.channel)), max_prob, winner
+
+
 def answer(
     maps: SceneMaps,
     level: str,
@@ -126,6 +184,7 @@ def answer(
     low: tuple[float, int] | None = None,
     nested: bool = False,
     one_answer: bool = True,
+    specific: float | None = None,
 ) -> Answer:
     """One rule's answer for a scene at "group" level (``granularity``) or "class" level.
 
@@ -148,6 +207,8 @@ def answer(
         probs = channel_sums(torch.from_numpy(np.array(probabilities, np.float32))[None], vocab)[0].numpy()
         lowest = threshold if low is None else low[0]
         found, max_prob, winner = one_answer_per_object(found, max_prob, winner, lowest, probs.__getitem__)
+        if specific is not None:
+            found, max_prob, winner = most_specific_names(found, max_prob, winner, lowest, vocab, probs, specific)
     height, width = maps.image_size
     boxes = find_boxes(max_prob, winner, found, min(box_threshold, threshold), maps.extent, (width, height))
     return Answer(tuple(found), tuple(boxes), (int(max_prob.shape[0]), int(max_prob.shape[1])))
@@ -158,13 +219,19 @@ def rule_setting(label: str) -> Setting:
     return dataclasses.replace(CHOSEN, backbone=f"{CHOSEN.backbone} | {label}")
 
 
-def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> dict[tuple[str, Setting], SetScore]:
+Key = tuple[str, Setting]
+
+
+def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> tuple[dict[Key, SetScore], dict[Key, float]]:
     """Every rule's scores, keyed as ``bench.quality.sweep``'s (set, ``rule_setting(label)`` or its class twin).
+
+    Also, under the same keys, the mean number of ImageNet classes per found entry (how broad the answers are).
 
     The network runs once per scene and once per mirror image.
     """
     model = core.get_model(CHOSEN.backbone)
     scores: dict[tuple[str, Setting], list[SceneScore]] = defaultdict(list)
+    breadth: dict[tuple[str, Setting], list[int]] = defaultdict(list)
     start = time.perf_counter()
     for set_name, scenes in sets.items():
         for scene in scenes:
@@ -172,25 +239,31 @@ def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> dict[tuple[
             for label, rule in RULES:
                 setting = rule_setting(label)
                 for level, key in (("group", setting), ("class", setting.as_class())):
-                    scores[set_name, key].append(score_scene(answer(maps, level, **rule), scene))
+                    found = answer(maps, level, **rule)
+                    scores[set_name, key].append(score_scene(found, scene))
+                    breadth[set_name, key].extend(len(entry.members) for entry in found.classes)
         if progress:
             print(f"  {set_name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    return {key: aggregate(values) for key, values in scores.items()}
+    results = {key: aggregate(values) for key, values in scores.items()}
+    return results, {key: float(np.mean(values)) if values else 0.0 for key, values in breadth.items()}
 
 
-def report(results: dict[tuple[str, Setting], SetScore]) -> list[str]:
-    """The Markdown table: each rule's nine target values, worst margins, and its answers per target scene."""
+def report(results: dict[Key, SetScore], breadth: dict[Key, float]) -> list[str]:
+    """The Markdown table: each rule's nine target values, worst margins, answers per target scene, their breadth."""
     header = [t.name().replace(" group ", " g ").replace(" class ", " c ") for t in TARGETS]
     lines = [
-        "| rule | " + " | ".join(header) + " | worst | check sets: worst | answers per scene |",
-        "|---|" + "---:|" * (len(header) + 3),
+        "| rule | " + " | ".join(header) + " | worst | check sets: worst | answers per scene | classes per answer |",
+        "|---|" + "---:|" * (len(header) + 4),
     ]
     for label, _ in RULES:
         values = target_values(results, rule_setting(label))
         checked = target_values(results, rule_setting(label), CHECK_OF)
         cells = " | ".join(f"{v:.2f}" for v in values.values())
         answers = np.mean([results[name, rule_setting(label)].classes for name in TARGET_SETS])
-        lines.append(f"| {label} | {cells} | {margin(values):+.3f} | {margin(checked):+.3f} | {answers:.2f} |")
+        classes = np.mean([breadth[name, rule_setting(label)] for name in TARGET_SETS])
+        lines.append(
+            f"| {label} | {cells} | {margin(values):+.3f} | {margin(checked):+.3f} | {answers:.2f} | {classes:.1f} |"
+        )
     return lines
 
 
@@ -201,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    results = evaluate(scene_sets(0, TARGET_SETS + CHECK_SETS))
-    print("\n".join(report(results)))
+    results, breadth = evaluate(scene_sets(0, TARGET_SETS + CHECK_SETS))
+    print("\n".join(report(results, breadth)))
     print(f"\n`python -m bench.alternatives`: {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 

@@ -315,3 +315,28 @@ def test_of_two_touching_answers_of_one_lineage_the_smaller_gives_way():
     assert [e.channel for e in nested_give_way(entries, max_prob, winner, 0.5)] == [1, 3]
     entries[1] = SimpleNamespace(channel=2, members=(968,))  # a cup beside the cat: not of its lineage
     assert [e.channel for e in nested_give_way(entries, max_prob, winner, 0.5)] == [1, 2, 3]
+
+
+def test_the_most_specific_name_over_a_share_of_an_answer_renames_it():
+    from bench.alternatives import most_specific_names
+    from core.hierarchy import vocabulary
+    from core.registry import IMAGENET_CATEGORIES
+
+    vocab = vocabulary("adaptive", IMAGENET_CATEGORIES)
+    animal = vocab.labels.index("domestic animal")
+    cat = vocab.labels.index("domestic cat")
+    probs = np.zeros((len(vocab), 1, 4), dtype=np.float32)
+    probs[285] = [0.6, 0.6, 0.3, 0.3]  # Egyptian cat: passes 0.5 in half the cells
+    probs[281] = [0.2, 0.2, 0.3, 0.0]  # tabby
+    probs[cat] = probs[281] + probs[285]  # domestic cat: 3 of 4 cells
+    probs[animal] = probs[cat] + [0.1, 0.1, 0.1, 0.4]  # domestic animal: every cell
+    winner, max_prob = np.full((1, 4), animal), probs[animal].copy()
+    found = [SimpleNamespace(channel=animal, members=vocab.members[animal])]
+
+    named, new_prob, new_winner = most_specific_names(found, max_prob, winner, 0.5, vocab, probs, 2 / 3)
+    assert [e.label for e in named] == ["domestic cat"] and named[0].area == pytest.approx(0.75)
+    assert new_winner.tolist() == [[cat] * 4] and np.allclose(new_prob, probs[cat])
+    named, _, _ = most_specific_names(found, max_prob, winner, 0.5, vocab, probs, 0.5)
+    assert [e.label for e in named] == ["Egyptian cat"]  # the class itself passes in half the cells
+    named, _, _ = most_specific_names(found, max_prob, winner, 0.5, vocab, probs, 1.0)
+    assert [e.label for e in named] == ["domestic animal"]  # nothing narrower passes everywhere
