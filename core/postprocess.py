@@ -183,8 +183,14 @@ def find_boxes(
     box_threshold: float,
     extent: tuple[float, float, float, float],
     image_size: tuple[int, int],
+    join: int = 0,
+    min_cells: int = 1,
 ) -> list[Box]:
     """Boxes around the 8-connected regions where each found class wins above ``box_threshold``.
+
+    Two options the seed does not have (both off by default): regions of one class that ``join`` cells around
+    each would make touch share one box (gaps of up to ``2 * join`` cells), and regions of fewer than
+    ``min_cells`` cells get no box.
 
     Args:
         max_prob: per cell, the winning channel's probability.
@@ -193,6 +199,8 @@ def find_boxes(
         box_threshold: the probability a cell must exceed to be part of a region.
         extent: the rectangle of the original image (x0, y0, x1, y1) that the map spans.
         image_size: (width, height) of the original image.
+        join: how many cells to grow each region by when deciding which share a box.
+        min_cells: the fewest cells a box may hold.
 
     Returns:
         Boxes in original image pixels, integers, x2/y2 exclusive, clipped to the image; best score first.
@@ -204,8 +212,11 @@ def find_boxes(
     boxes = []
     for entry in found:
         mask = (winner == entry.channel) & (max_prob > box_threshold)
-        labels, _ = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+        joined = ndimage.binary_dilation(mask, _EIGHT_CONNECTED, iterations=join) if join else mask
+        labels = ndimage.label(joined, structure=_EIGHT_CONNECTED)[0] * mask
         for region, slices in enumerate(ndimage.find_objects(labels), start=1):
+            if slices is None or (labels[slices] == region).sum() < min_cells:  # a bridge has no cell of its own
+                continue
             rs, cs = slices
             score = float(max_prob[slices][labels[slices] == region].max())
             box = (

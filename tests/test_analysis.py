@@ -73,6 +73,18 @@ def test_box_threshold_splits_a_region_and_boxes_map_through_the_extent():
     assert sorted(b.box for b in boxes) == [(10, 10, 30, 20), (40, 10, 60, 20)]
 
 
+def test_regions_a_gap_apart_can_share_a_box_and_small_regions_can_go_unboxed():
+    prob, winner = _map(1, 8)
+    prob[0] = [0.9, 0.9, 0.4, 0.9, 0.4, 0.4, 0.4, 0.9]  # regions of 2, 1 and 1 cells; gaps of 1 and 3 cells
+    winner[0] = 5
+    boxes = lambda **kw: sorted(b.box for b in find_boxes(prob, winner, found(5), 0.5, (0, 0, 80, 10), (80, 10), **kw))  # noqa: E731
+    assert boxes() == [(0, 0, 20, 10), (30, 0, 40, 10), (70, 0, 80, 10)]  # the seed's rule
+    assert boxes(join=1) == [(0, 0, 40, 10), (70, 0, 80, 10)]  # gaps up to 2 cells; the box ends at the cells
+    assert boxes(join=2) == [(0, 0, 80, 10)]
+    assert boxes(min_cells=2) == [(0, 0, 20, 10)]
+    assert boxes(join=1, min_cells=2) == [(0, 0, 40, 10)]  # 3 cells, joined
+
+
 def test_min_cells_drops_a_channel_won_in_fewer_cells_above_the_threshold():
     prob, winner = _map(4, 6)
     prob[0:2, 0:2], winner[0:2, 0:2] = 0.9, 281  # four cells
