@@ -16,9 +16,13 @@ The rules (each a keyword of ``answer``):
 - ``one_answer=False``: without core's last rule (``core.postprocess.one_answer_per_object``: touching answers of
   one lineage become the broadest, over all their cells);
 - ``specific``: after that rule, each synset answer named by the most specific channel under it that passes over
-  this share of its cells (``most_specific_names``).
+  this share of its cells (``most_specific_names``);
+- ``join`` / ``box_cells``: ``core.postprocess.find_boxes``'s options: one box for regions of an answer a few
+  cells apart; no box for a region of fewer cells;
+- ``relative``: no answer with fewer than 1/``relative`` of the largest answer's cells.
 
-The table also gives how broad the answers are: the mean number of ImageNet classes per found entry.
+Besides the nine targets, the table gives the answers per scene, how broad they are (the mean number of ImageNet
+classes per found entry) and how scattered (boxes per found entry).
 """
 
 from __future__ import annotations
@@ -75,6 +79,13 @@ RULES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("no parts rule", {"part_ratio": 0}),
     ("the most specific name over half of it", {"specific": 0.5}),
     ("the most specific name over two thirds of it", {"specific": 2 / 3}),
+    ("one box for regions up to 2 cells apart", {"join": 1}),
+    ("one box for regions up to 4 cells apart", {"join": 2}),
+    ("boxes of 2 cells or more", {"box_cells": 2}),
+    ("boxes of 3 cells or more", {"box_cells": 3}),
+    ("no answer 10 times smaller than the largest", {"relative": 10}),
+    ("no answer 16 times smaller than the largest", {"relative": 16}),
+    ("no answer 25 times smaller than the largest", {"relative": 25}),
 )
 
 
@@ -185,6 +196,9 @@ def answer(
     nested: bool = False,
     one_answer: bool = True,
     specific: float | None = None,
+    join: int = 0,
+    box_cells: int = 1,
+    relative: int = 0,
 ) -> Answer:
     """One rule's answer for a scene at "group" level (``granularity``) or "class" level.
 
@@ -209,8 +223,13 @@ def answer(
         found, max_prob, winner = one_answer_per_object(found, max_prob, winner, lowest, probs.__getitem__)
         if specific is not None:
             found, max_prob, winner = most_specific_names(found, max_prob, winner, lowest, vocab, probs, specific)
+    if relative:
+        largest = max((e.area for e in found), default=0.0)
+        found = [e for e in found if e.area * relative >= largest]
     height, width = maps.image_size
-    boxes = find_boxes(max_prob, winner, found, min(box_threshold, threshold), maps.extent, (width, height))
+    boxes = find_boxes(
+        max_prob, winner, found, min(box_threshold, threshold), maps.extent, (width, height), join, box_cells
+    )
     return Answer(tuple(found), tuple(boxes), (int(max_prob.shape[0]), int(max_prob.shape[1])))
 
 
@@ -222,16 +241,20 @@ def rule_setting(label: str) -> Setting:
 Key = tuple[str, Setting]
 
 
-def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> tuple[dict[Key, SetScore], dict[Key, float]]:
+def evaluate(
+    sets: dict[str, list[Scene]], progress: bool = True
+) -> tuple[dict[Key, SetScore], dict[Key, tuple[float, float]]]:
     """Every rule's scores, keyed as ``bench.quality.sweep``'s (set, ``rule_setting(label)`` or its class twin).
 
-    Also, under the same keys, the mean number of ImageNet classes per found entry (how broad the answers are).
+    Also, under the same keys, the mean number of ImageNet classes per found entry (how broad the answers are) and
+    the mean number of boxes per found entry (per scene, then over the scenes).
 
     The network runs once per scene and once per mirror image.
     """
     model = core.get_model(CHOSEN.backbone)
     scores: dict[tuple[str, Setting], list[SceneScore]] = defaultdict(list)
     breadth: dict[tuple[str, Setting], list[int]] = defaultdict(list)
+    boxes: dict[tuple[str, Setting], list[float]] = defaultdict(list)
     start = time.perf_counter()
     for set_name, scenes in sets.items():
         for scene in scenes:
@@ -242,27 +265,32 @@ def evaluate(sets: dict[str, list[Scene]], progress: bool = True) -> tuple[dict[
                     found = answer(maps, level, **rule)
                     scores[set_name, key].append(score_scene(found, scene))
                     breadth[set_name, key].extend(len(entry.members) for entry in found.classes)
+                    boxes[set_name, key].append(len(found.boxes) / max(1, len(found.classes)))
         if progress:
             print(f"  {set_name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     results = {key: aggregate(values) for key, values in scores.items()}
-    return results, {key: float(np.mean(values)) if values else 0.0 for key, values in breadth.items()}
+    return results, {key: (float(np.mean(breadth[key] or [0])), float(np.mean(boxes[key]))) for key in boxes}
 
 
-def report(results: dict[Key, SetScore], breadth: dict[Key, float]) -> list[str]:
-    """The Markdown table: each rule's nine target values, worst margins, answers per target scene, their breadth."""
+def report(results: dict[Key, SetScore], extras: dict[Key, tuple[float, float]]) -> list[str]:
+    """The Markdown table: each rule's nine target values, worst margins, and its answers per target scene, their
+    classes and their boxes."""
     header = [t.name().replace(" group ", " g ").replace(" class ", " c ") for t in TARGETS]
     lines = [
-        "| rule | " + " | ".join(header) + " | worst | check sets: worst | answers per scene | classes per answer |",
-        "|---|" + "---:|" * (len(header) + 4),
+        "| rule | "
+        + " | ".join(header)
+        + " | worst | check sets: worst | answers per scene | classes per answer | boxes per answer |",
+        "|---|" + "---:|" * (len(header) + 5),
     ]
     for label, _ in RULES:
         values = target_values(results, rule_setting(label))
         checked = target_values(results, rule_setting(label), CHECK_OF)
         cells = " | ".join(f"{v:.2f}" for v in values.values())
         answers = np.mean([results[name, rule_setting(label)].classes for name in TARGET_SETS])
-        classes = np.mean([breadth[name, rule_setting(label)] for name in TARGET_SETS])
+        classes, boxes = np.mean([extras[name, rule_setting(label)] for name in TARGET_SETS], axis=0)
         lines.append(
-            f"| {label} | {cells} | {margin(values):+.3f} | {margin(checked):+.3f} | {answers:.2f} | {classes:.1f} |"
+            f"| {label} | {cells} | {margin(values):+.3f} | {margin(checked):+.3f} | {answers:.2f} | {classes:.1f}"
+            f" | {boxes:.2f} |"
         )
     return lines
 
@@ -274,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    results, breadth = evaluate(scene_sets(0, TARGET_SETS + CHECK_SETS))
-    print("\n".join(report(results, breadth)))
+    results, extras = evaluate(scene_sets(0, TARGET_SETS + CHECK_SETS))
+    print("\n".join(report(results, extras)))
     print(f"\n`python -m bench.alternatives`: {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
