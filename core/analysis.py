@@ -251,7 +251,7 @@ def hedged(probs: torch.Tensor, sizes: torch.Tensor, threshold: float) -> tuple[
     synsets = probs[NUM_CLASSES:]
     passing = synsets > threshold
     # Else the synset with the fewest classes; among equal sizes the more probable (half a probability never
-    # outweighs one class more; float64 keeps the probabilities' differences beside sizes up to 130).
+    # outweighs one class more; float64 keeps the probabilities' differences beside sizes up to 129).
     size = sizes[NUM_CLASSES:].to(probs.device, torch.float64)[:, None, None]
     synset = torch.where(passing, 0.5 * synsets.double() - size, -math.inf).argmax(dim=0) + NUM_CLASSES
     use_synset = (best_prob <= threshold) & passing.any(dim=0)

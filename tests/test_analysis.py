@@ -371,7 +371,7 @@ def test_the_adaptive_vocabulary_is_the_classes_then_the_synsets_most_specific_f
 
 def test_hedging_answers_the_most_specific_node_that_is_sure_enough():
     # a sure cat; two cats at 0.4 each (no class passes 0.5, the five domestic cats do); a cat at 0.3 and a cup at
-    # 0.3 (nothing of at most 130 classes holds both: the most probable class, below the threshold)
+    # 0.3 (nothing of at most 129 classes holds both: the most probable class, below the threshold)
     probs = channel_sums(_cells({CAT: 0.9}, {CAT: 0.4, 282: 0.4}, {CAT: 0.3, CUP: 0.3})[None], ADAPTIVE)[0]
     max_prob, winner = hedged(probs, torch.from_numpy(ADAPTIVE.sizes), 0.5)
     assert winner[0, 0] == CAT and max_prob[0, 0] == pytest.approx(0.9)

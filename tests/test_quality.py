@@ -36,7 +36,8 @@ from core.hierarchy import DEFAULT_MIN_MEMBERS, MAX_GROUP_MEMBERS
 CAT, ESPRESSO, CUP, BANANA = 281, 967, 968, 954
 CATS = frozenset(range(281, 286))
 DOMESTIC_CAT = "n02121808"  # 5 classes under it
-DEVICE = "n03183080"  # 130 classes under it: the broadest a group may be and still count
+DEVICE = "n03183080"  # 130 classes under it: issue 12's example of a group that says nothing
+DOMESTIC_ANIMAL = "n01317541"  # 123 classes under it: the broadest synset that counts
 ANIMAL = "n00015388"  # 398 classes under it: says nothing, never right
 
 
@@ -124,9 +125,10 @@ def test_a_group_is_right_where_its_members_include_an_accepted_class():
     assert score.placed == pytest.approx(1 / 3)
 
 
-def test_a_group_broader_than_130_classes_never_counts_and_one_of_130_still_does():
+def test_a_group_of_130_classes_or_more_never_counts_and_one_of_123_still_does():
     accepted = frozenset({CAT})
-    assert is_right(_group(DEVICE, (CAT, 872)), accepted)  # made-up members; the subtree has exactly 130
+    assert not is_right(_group(DEVICE, (CAT, 872)), accepted)  # made-up members; the subtree has exactly 130
+    assert is_right(_group(DOMESTIC_ANIMAL, (CAT, 282)), accepted)
     assert not is_right(_group(ANIMAL, (CAT, 282)), accepted)
     assert not is_right(_group(DOMESTIC_CAT, (282, 283)), accepted)
     # A class is its own one-member group, whatever its WordNet id.
