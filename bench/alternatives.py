@@ -60,7 +60,6 @@ from bench.quality import (
 from bench.quality_data import Scene, scene_sets
 from core.analysis import channel_sums
 from core.postprocess import find_boxes, find_classes, one_answer_per_object, parts_give_way
-from core.results import FoundClass
 
 __all__ = ["RULES", "SceneMaps", "answer", "main", "rule_setting"]
 
@@ -166,21 +165,8 @@ def most_specific_names(
     max_prob, winner = max_prob.copy(), winner.copy()
     for old, channel in renamed.items():
         winner[masks[old]], max_prob[masks[old]] = channel, probs[channel][masks[old]]
-    kept = []
-    for channel in dict.fromkeys(renamed.get(e.channel, e.channel) for e in found):
-        passing = (winner == channel) & (max_prob > threshold)
-        kept.append(
-            FoundClass(
-                index=vocab.index(channel),
-                label=vocab.labels[channel],
-                score=float(max_prob[passing].max()),
-                members=vocab.members[channel],
-                wnid=vocab.wnids[channel],
-                channel=channel,
-                area=float(passing.mean()),
-            )
-        )
-    return sorted(kept, key=lambda c: (-c.score, c.channel)), max_prob, winner
+    named = {renamed.get(e.channel, e.channel) for e in found}
+    return [e for e in find_classes(max_prob, winner, threshold, vocab) if e.channel in named], max_prob, winner
 
 
 def answer(
