@@ -52,13 +52,12 @@ from bench.quality import (
     SetScore,
     Setting,
     aggregate,
-    answer_map,
+    fused_map,
     margin,
     score_scene,
     target_values,
 )
 from bench.quality_data import Scene, scene_sets
-from core.analysis import channel_sums
 from core.postprocess import find_boxes, find_classes, one_answer_per_object, parts_give_way
 
 __all__ = ["RULES", "SceneMaps", "answer", "main", "rule_setting"]
@@ -154,10 +153,9 @@ def most_specific_names(
             continue
         cells = (winner == entry.channel) & (max_prob > threshold)
         whole = frozenset(entry.members)
+        inside = {c: probs[c][cells] for c, m in enumerate(vocab.members) if len(m) < len(whole) and whole >= set(m)}
         candidates = [
-            (len(m), -float(probs[c][cells].mean()), c)
-            for c, m in enumerate(vocab.members)
-            if len(m) < len(whole) and whole.issuperset(m) and (probs[c][cells] > threshold).mean() >= share
+            (len(vocab.members[c]), -float(p.mean()), c) for c, p in inside.items() if (p > threshold).mean() >= share
         ]
         if candidates:
             renamed[entry.channel] = min(candidates)[2]
@@ -192,7 +190,8 @@ def answer(
     """
     probabilities = (maps.probabilities + maps.mirrored) / 2 if mirror else maps.probabilities
     setting = Setting.of(CHOSEN.core().replace(granularity=granularity)) if level == "group" else CHOSEN.as_class()
-    max_prob, winner, vocab = answer_map(probabilities, setting, threshold)
+    fused = fused_map(probabilities, setting)
+    (max_prob, winner), vocab = fused.answer(threshold), fused.vocabulary
     found = find_classes(max_prob, winner, threshold, vocab, min_cells)
     box_threshold = CHOSEN.box_threshold
     if low is not None:
@@ -204,11 +203,12 @@ def answer(
     if nested:
         found = nested_give_way(found, max_prob, winner, threshold)
     if one_answer:
-        probs = channel_sums(torch.from_numpy(np.array(probabilities, np.float32))[None], vocab)[0].numpy()
         lowest = threshold if low is None else low[0]
-        found, max_prob, winner = one_answer_per_object(found, max_prob, winner, lowest, probs.__getitem__)
+        found, max_prob, winner = one_answer_per_object(found, max_prob, winner, lowest, fused.channel)
         if specific is not None:
-            found, max_prob, winner = most_specific_names(found, max_prob, winner, lowest, vocab, probs, specific)
+            found, max_prob, winner = most_specific_names(
+                found, max_prob, winner, lowest, vocab, fused.probabilities, specific
+            )
     if relative:
         largest = max((e.area for e in found), default=0.0)
         found = [e for e in found if e.area * relative >= largest]

@@ -70,6 +70,7 @@ __all__ = [
     "choose",
     "fewer_scales",
     "full_grid",
+    "fused_map",
     "is_right",
     "main",
     "read_csv",
@@ -448,14 +449,19 @@ def answer_map(
     Returns:
         ``(max_prob, winner, vocabulary)`` per cell, as ``core.postprocess.find_classes`` reads them.
     """
+    fused = fused_map(probabilities, setting)
+    max_prob, winner = fused.answer(setting.threshold if threshold is None else threshold)
+    return max_prob, winner, fused.vocabulary
+
+
+def fused_map(probabilities: np.ndarray, setting: Setting) -> core.analysis.FusedMap:
+    """A class-level map summed into the setting's vocabulary (its granularity and grouping), as core sums it."""
     if setting.granularity == "group":
         vocab = _group_vocabulary(setting.min_members, setting.max_members)
     else:
         vocab = vocabulary(setting.granularity, IMAGENET_CATEGORIES)
     probs = core.analysis.channel_sums(torch.from_numpy(np.array(probabilities, np.float32))[None], vocab)[0]
-    threshold = setting.threshold if threshold is None else threshold
-    max_prob, winner = core.analysis.FusedMap(probs, vocab).answer(threshold)
-    return max_prob, winner, vocab
+    return core.analysis.FusedMap(probs, vocab)
 
 
 class _Answers:
@@ -480,7 +486,7 @@ class _Answers:
         return answer
 
     def _regrouped(self, setting: Setting) -> Answer:
-        key = ("regroup", setting.kernel_size, setting.min_members, setting.max_members)
+        key = ("answer", setting.kernel_size, setting.min_members, setting.max_members)
         if key not in self.cache:
             fused = self.prepared.maps(setting.as_class().core())
             self.cache[key] = answer_map(fused.probabilities, setting)

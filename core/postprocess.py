@@ -212,13 +212,19 @@ def find_boxes(
     boxes = []
     for entry in found:
         mask = (winner == entry.channel) & (max_prob > box_threshold)
-        joined = ndimage.binary_dilation(mask, _EIGHT_CONNECTED, iterations=join) if join else mask
-        labels = ndimage.label(joined, structure=_EIGHT_CONNECTED)[0] * mask
+        if join:  # label the grown regions, then keep only their own cells
+            labels = ndimage.label(ndimage.binary_dilation(mask, _EIGHT_CONNECTED, iterations=join), _EIGHT_CONNECTED)
+            labels = labels[0] * mask
+        else:
+            labels = ndimage.label(mask, structure=_EIGHT_CONNECTED)[0]
         for region, slices in enumerate(ndimage.find_objects(labels), start=1):
-            if slices is None or (labels[slices] == region).sum() < min_cells:  # a bridge has no cell of its own
+            if slices is None:  # a bridge between regions has no cell of its own
+                continue
+            inside = labels[slices] == region
+            if min_cells > 1 and inside.sum() < min_cells:
                 continue
             rs, cs = slices
-            score = float(max_prob[slices][labels[slices] == region].max())
+            score = float(max_prob[slices][inside].max())
             box = (
                 max(0, math.floor(x0 + cs.start * cell_w)),
                 max(0, math.floor(y0 + rs.start * cell_h)),
