@@ -7,7 +7,8 @@
    softmax -> (sums over groups or synsets) -> the scales' maps fused on one grid -> the answer per cell and its
    probability (the winner; at granularity "adaptive" the most specific synset above ``threshold``) -> classes
    above ``threshold`` -> parts dropped beside their whole -> one answer per object (touching answers of one WordNet
-   lineage become the broadest) -> boxes (``core.postprocess``). A slider move in the app is stage 2 only.
+   lineage become one) -> each object named as specifically as the network is sure of it as a whole -> boxes
+   (``core.postprocess``). A slider move in the app is stage 2 only.
 
 ``analyze(...)`` is both stages at once.
 """
@@ -30,7 +31,14 @@ from core.cache import get_model
 from core.hierarchy import NUM_CLASSES, Vocabulary, vocabulary
 from core.images import load_image
 from core.model import ClassMapModel
-from core.postprocess import find_boxes, find_classes, one_answer_per_object, parts_give_way, scale_checked
+from core.postprocess import (
+    find_boxes,
+    find_classes,
+    hedge_each_object,
+    one_answer_per_object,
+    parts_give_way,
+    scale_checked,
+)
 from core.results import Analysis, TopClass, readonly
 from core.settings import MIN_RESOLUTION, Settings
 
@@ -480,6 +488,9 @@ class Prepared:
         if settings.part_ratio:
             classes = parts_give_way(classes, max_prob, winner, settings.threshold, settings.part_ratio)
         classes, max_prob, winner = one_answer_per_object(classes, max_prob, winner, settings.threshold, maps.channel)
+        classes, max_prob, winner = hedge_each_object(
+            classes, max_prob, winner, settings.threshold, maps.vocabulary, maps.probabilities
+        )
         extent = self._extent(max_prob.shape, settings)
         height, width = self.image_size
         boxes = find_boxes(max_prob, winner, classes, settings.box_threshold, extent, (width, height))

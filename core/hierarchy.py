@@ -53,9 +53,11 @@ import numpy as np
 __all__ = [
     "DEFAULT_MIN_MEMBERS",
     "GRANULARITIES",
+    "HEDGING_MIN_MEMBERS",
     "MAX_GROUP_MEMBERS",
     "Grouping",
     "Vocabulary",
+    "adaptive_vocabulary",
     "class_wnids",
     "classes_under_synsets",
     "grouping",
@@ -71,6 +73,10 @@ DEFAULT_MIN_MEMBERS = 5
 # stay alone. Issue 12 names "device" (130 classes under it) as such a group, so 130 is too many; the largest kept
 # are "domestic animal" (123) and "dog" (118).
 MAX_GROUP_MEMBERS = 129
+# The adaptive granularity may answer any synset that holds more than one class, as Hedging Your Bets uses the
+# whole hierarchy: "poodle" (3), "duck", "guitar", "bus", "bread", not only families of 5 or more, whose cut hid
+# them and sent an answer up to "dog", "instrument" or "matter" (QUALITY.md).
+HEDGING_MIN_MEMBERS = 2
 NUM_CLASSES = 1000
 
 _WNID = re.compile(r"n\d{8}")
@@ -335,7 +341,7 @@ class Vocabulary:
 
     - ``"class"``: the 1000 classes, channel i is class i;
     - ``"group"``: ``grouping()``'s groups, a partition of the classes;
-    - ``"adaptive"``: the 1000 classes, then every synset with ``DEFAULT_MIN_MEMBERS`` to ``MAX_GROUP_MEMBERS``
+    - ``"adaptive"``: the 1000 classes, then every synset with ``HEDGING_MIN_MEMBERS`` to ``MAX_GROUP_MEMBERS``
       classes under it (``hedging_nodes()``). These overlap: a beagle is under "hound", "hunting dog" and "dog".
       ``core.analysis`` answers each cell with the most specific node that passes the threshold (Hedging Your Bets).
 
@@ -363,8 +369,10 @@ class Vocabulary:
 
         A channel's probability is the sum of its members': the classes are disjoint, so this is exact.
         """
-        if self.granularity == "class":
-            return None
+        return None if self.granularity == "class" else self._pairs
+
+    @functools.cached_property
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
         channels = np.repeat(np.arange(len(self.members)), [len(m) for m in self.members])
         classes = np.fromiter((c for m in self.members for c in m), dtype=np.int64, count=len(channels))
         return channels, classes
@@ -374,32 +382,71 @@ class Vocabulary:
         """(channels,) int64: how many classes each channel holds (fewer is more specific)."""
         return np.array([len(m) for m in self.members], dtype=np.int64)
 
+    @functools.cached_property
+    def _membership(self) -> np.ndarray:
+        # channels x 1000 bool: which classes each channel holds.
+        held = np.zeros((len(self.members), NUM_CLASSES), dtype=bool)
+        held[self._pairs] = True
+        return held
+
+    def narrower(self, channel: int) -> np.ndarray:
+        """The channels whose classes are some, not all, of ``channel``'s (int64, ascending).
+
+        What an answer may be named more specifically: empty for a class, and for every channel of the class and
+        group granularities, which never nest.
+        """
+        held = self._membership
+        inside = ~held[:, ~held[channel]].any(axis=1)
+        return np.flatnonzero(inside & (self.sizes < self.sizes[channel]))
+
     def __len__(self) -> int:
         return len(self.labels)
 
 
 @functools.cache
-def hedging_nodes() -> tuple[str, ...]:
+def hedging_nodes(min_members: int = HEDGING_MIN_MEMBERS) -> tuple[str, ...]:
     """The synsets the adaptive granularity may answer above the classes, fewest classes first.
 
-    Those with ``DEFAULT_MIN_MEMBERS`` to ``MAX_GROUP_MEMBERS`` classes under them (any hypernym edge); ties in
-    size by WordNet id. Synsets with the same classes under them are one answer, named by the most specific:
-    "turtle", not "chelonian" or "anapsid"; "fish", not "aquatic vertebrate" (the one below the others, else the
-    deepest, else the first WordNet id).
+    Those with ``min_members`` to ``MAX_GROUP_MEMBERS`` classes under them (any hypernym edge); ties in size by
+    WordNet id. Synsets with the same classes under them are one answer, named by the most specific: "turtle", not
+    "chelonian" or "anapsid"; "fish", not "aquatic vertebrate" (the one below the others, else the deepest, else the
+    first WordNet id).
+
+    Args:
+        min_members: the fewest classes a synset must hold (``HEDGING_MIN_MEMBERS``; the evaluation tries others).
 
     Returns:
-        Their WordNet ids (138 synsets, from "domestic cat" and "retriever" to "dog" and "domestic animal").
+        Their WordNet ids (382 synsets at the default, from "duck" and "poodle" to "dog" and "domestic animal").
     """
     under = _subtrees()
     same: dict[frozenset[int], list[str]] = {}
     for wnid, classes in under.items():
-        if DEFAULT_MIN_MEMBERS <= len(classes) <= MAX_GROUP_MEMBERS:
+        if max(2, min_members) <= len(classes) <= MAX_GROUP_MEMBERS:
             same.setdefault(classes, []).append(wnid)
     nodes = (
         min(alike, key=lambda w: (-sum(o in _ancestors(w) for o in alike), -len(_root_path(w)), w))
         for alike in same.values()
     )
     return tuple(sorted(nodes, key=lambda w: (len(under[w]), w)))
+
+
+@functools.cache
+def adaptive_vocabulary(categories: tuple[str, ...], min_members: int = HEDGING_MIN_MEMBERS) -> Vocabulary:
+    """The adaptive granularity's channels: the 1000 classes, then ``hedging_nodes(min_members)``.
+
+    Args:
+        categories: the 1000 class names in index order.
+        min_members: as ``hedging_nodes``.
+
+    Returns:
+        The vocabulary (cached). Labels are unique: a synset's name never repeats a class name.
+    """
+    nodes = hedging_nodes(min_members)
+    wnids = class_wnids() + nodes
+    labels = _distinct([*categories, *map(wordnet_name, nodes)], wnids, fixed=range(NUM_CLASSES))
+    under = _subtrees()
+    classes = tuple((i,) for i in range(NUM_CLASSES))
+    return Vocabulary("adaptive", labels, wnids, classes + tuple(tuple(sorted(under[w])) for w in nodes))
 
 
 @functools.cache
@@ -425,11 +472,7 @@ def vocabulary(granularity: str, categories: tuple[str, ...]) -> Vocabulary:
     if granularity == "class":
         return Vocabulary("class", tuple(categories), class_wnids(), classes)
     if granularity == "adaptive":
-        nodes = hedging_nodes()
-        wnids = class_wnids() + nodes
-        labels = _distinct([*categories, *map(wordnet_name, nodes)], wnids, fixed=range(NUM_CLASSES))
-        under = _subtrees()
-        return Vocabulary("adaptive", labels, wnids, classes + tuple(tuple(sorted(under[w])) for w in nodes))
+        return adaptive_vocabulary(tuple(categories))
     groups = grouping()
     labels = tuple(
         label if len(m) > 1 else categories[m[0]] for label, m in zip(groups.labels, groups.members, strict=True)

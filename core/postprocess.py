@@ -16,7 +16,14 @@ from scipy import ndimage
 from core.hierarchy import Vocabulary
 from core.results import Box, FoundClass, readonly
 
-__all__ = ["find_boxes", "find_classes", "one_answer_per_object", "parts_give_way", "scale_checked"]
+__all__ = [
+    "find_boxes",
+    "find_classes",
+    "hedge_each_object",
+    "one_answer_per_object",
+    "parts_give_way",
+    "scale_checked",
+]
 
 # Connectivity for regions: 8-connected (diagonal neighbours join), as MATLAB's regionprops in the seed.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -169,6 +176,57 @@ def one_answer_per_object(
         if owner[entry.channel] == entry.channel:
             kept.append(entry)
     return sorted(kept, key=lambda c: (-c.score, c.channel)), readonly(max_prob), readonly(winner)
+
+
+def hedge_each_object(
+    classes: list[FoundClass],
+    max_prob: np.ndarray,
+    winner: np.ndarray,
+    threshold: float,
+    vocabulary: Vocabulary,
+    probabilities: np.ndarray,
+) -> tuple[list[FoundClass], np.ndarray, np.ndarray]:
+    """Each answer named as specifically as the network is sure of the object as a whole (adaptive answers).
+
+    ``one_answer_per_object`` names an object by the broadest answer of its cells, so a few unsure cells at its
+    edge make it vague: "matter" for a cheeseburger that most cells call "cheeseburger", "domestic animal" for a
+    cat. This is Hedging Your Bets (Deng et al. 2012) once more, for the object: its cells' distributions averaged,
+    each answer is renamed to the most specific channel among those its classes hold (``Vocabulary.narrower``)
+    whose mean probability over its cells passes ``threshold`` (ties: the higher mean). Its cells take that
+    channel's probability, so where it is unsure they no longer count. Answers that come to one name become one.
+    A no-op for classes and groups, which have nothing narrower.
+
+    Args:
+        classes: the found answers (after ``one_answer_per_object``).
+        max_prob: per cell, the answer's probability.
+        winner: per cell, the answer's channel.
+        threshold: the probability a cell, and the object's mean, must exceed.
+        vocabulary: what the channels stand for.
+        probabilities: channels x rows x cols, every channel's probability in every cell.
+
+    Returns:
+        ``(classes, max_prob, winner)`` as ``one_answer_per_object`` returns them (new arrays when anything is
+        renamed; the inputs are not changed).
+    """
+    renamed = {}
+    for entry in classes:
+        narrower = vocabulary.narrower(entry.channel)
+        cells = (winner == entry.channel) & (max_prob > threshold)
+        if not len(narrower) or not cells.any():
+            continue
+        means = probabilities[narrower][:, cells].mean(axis=1)
+        passing = np.flatnonzero(means > threshold)
+        if len(passing):  # the fewest classes, then the higher mean
+            best = min(passing, key=lambda k: (vocabulary.sizes[narrower[k]], -means[k]))
+            renamed[entry.channel] = int(narrower[best])
+    if not renamed:
+        return classes, max_prob, winner
+    max_prob, winner = max_prob.copy(), winner.copy()
+    for old, mask in [(old, winner == old) for old in renamed]:
+        winner[mask], max_prob[mask] = renamed[old], probabilities[renamed[old]][mask]
+    named = {renamed.get(c.channel, c.channel) for c in classes}
+    kept = [c for c in find_classes(max_prob, winner, threshold, vocabulary) if c.channel in named]
+    return kept, readonly(max_prob), readonly(winner)
 
 
 def _cells(classes: list[FoundClass], max_prob: np.ndarray, winner: np.ndarray, threshold: float) -> dict:

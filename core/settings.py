@@ -70,8 +70,9 @@ class Settings:
             it (hides parts named as if they were whole objects); False is the seed's rule.
         granularity: "class" (the 1000 ImageNet classes, the seed's), "group" (classes summed within fixed WordNet
             groups such as "car" or "wading bird": ``core.hierarchy``) or "adaptive" (per cell, the most specific
-            of the classes and the WordNet synsets of 5 to 129 classes whose probability passes ``threshold``:
-            "beagle" where the network is sure of the breed, "hound" or "dog" where it is not).
+            of the classes and the WordNet synsets of 2 to 129 classes whose probability passes ``threshold``:
+            "beagle" where the network is sure of the breed, "hound" or "dog" where it is not; each object then
+            named as specifically as its mean probability allows).
         scales: how many image sizes the network sees (1..4): ``resolution``, then each step sqrt(2) larger, none
             enlarging the image more than 2x (``core.analysis.pyramid``); their maps are averaged per cell on the
             finest grid, the larger ones weighted more. 1 is the seed's single scale.

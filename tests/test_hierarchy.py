@@ -7,6 +7,7 @@ import pytest
 
 from core.hierarchy import (
     DEFAULT_MIN_MEMBERS,
+    HEDGING_MIN_MEMBERS,
     MAX_GROUP_MEMBERS,
     _class_names,
     _nouns,
@@ -195,7 +196,7 @@ def test_group_of_rejects_bad_indices(bad: object) -> None:
 
 
 def test_synsets_with_the_same_classes_are_one_adaptive_answer_named_by_the_most_specific() -> None:
-    nodes = hedging_nodes()
+    nodes = hedging_nodes(5)
     classes = [subtree_classes(w) for w in nodes]
     assert len(set(classes)) == len(nodes) == 138  # 163 synsets of 5..129 classes, 25 of them repeat another's
     names = {wordnet_name(w) for w in nodes}
@@ -203,6 +204,30 @@ def test_synsets_with_the_same_classes_are_one_adaptive_answer_named_by_the_most
     assert {"turtle", "fish", "butterfly", "lizard", "fruit", "appliance"} <= names
     assert not names & {"chelonian", "anapsid", "aquatic vertebrate", "lepidopterous insect", "saurian", "durables"}
     assert subtree_classes("n01662784") == subtree_classes("n01661592")  # turtle, anapsid: the same 5 classes
+
+
+def test_adaptive_answers_may_name_every_synset_of_two_classes_or_more() -> None:
+    nodes = hedging_nodes()
+    assert nodes == hedging_nodes(HEDGING_MIN_MEMBERS) and HEDGING_MIN_MEMBERS == 2
+    sizes = [len(subtree_classes(w)) for w in nodes]
+    assert len(set(map(subtree_classes, nodes))) == len(nodes) == 382 and min(sizes) == 2 and max(sizes) == 123
+    assert sizes == sorted(sizes)  # fewest classes first; the largest, "domestic animal", 123
+    small = {"poodle", "duck", "guitar", "bus", "bread", "elephant", "shoe", "telephone", "fox"}
+    assert small <= {wordnet_name(w) for w in nodes}  # the names people use, which a cut at 5 classes hid
+    assert not small & {wordnet_name(w) for w in hedging_nodes(5)}
+    assert set(hedging_nodes(5)) <= set(nodes)
+
+
+def test_narrower_channels_are_those_whose_classes_a_channel_holds() -> None:
+    adaptive = vocabulary("adaptive", _class_names())
+    dog = adaptive.labels.index("dog")
+    narrower = adaptive.narrower(dog)
+    assert len(narrower) == 118 + 27  # its 118 classes and the 27 dog synsets under it
+    assert all(set(adaptive.members[c]) < set(adaptive.members[dog]) for c in narrower)
+    assert adaptive.labels.index("poodle") in narrower and adaptive.labels.index("domestic cat") not in narrower
+    assert len(adaptive.narrower(281)) == 0  # a class: nothing narrower
+    groups = vocabulary("group", _class_names())
+    assert not any(len(groups.narrower(g)) for g in range(len(groups)))  # a partition: nothing nests
 
 
 def test_adaptive_labels_tell_clashing_synsets_apart_by_parent_then_size() -> None:

@@ -230,17 +230,17 @@ def test_the_probe_answers_from_the_cached_maps(examples, cnn_calls, cache):
 @pytest.mark.slow
 def test_adaptive_names_classes_and_synsets_and_parts_give_way(examples, cnn_calls, cache):
     path = str(examples / "cat_and_coffee.jpg")
-    settings = DEFAULTS.replace(granularity="adaptive", threshold=0.5, scales=1, part_ratio=0)
+    settings = DEFAULTS.replace(granularity="adaptive", threshold=0.5, scales=1, part_ratio=0, min_cells=1)
     view = analyze_photo(path, settings, cache=cache)
     assert view.record == core.analyze(path, settings=settings, source="cat_and_coffee.jpg").to_dict()
     assert view.record["granularity"] == "adaptive"
-    # An answer is a class ("espresso": its index, itself as member) or a synset ("domestic cat": 5+ classes).
+    # An answer is a class ("espresso": its index, itself as member) or a synset ("dog", at the cat's edge: 2+).
     classes = view.record["classes"]
     singles = [c for c in classes if c["index"] is not None]
     synsets = [c for c in classes if c["index"] is None]
     assert singles and synsets, [c["label"] for c in classes]
     assert all(c["members"] == [c["index"]] and c["wnid"] for c in singles)
-    assert all(len(c["members"]) >= 5 and c["wnid"].startswith("n") for c in synsets)
+    assert all(len(c["members"]) >= 2 and c["wnid"].startswith("n") for c in synsets)
     count = rf"\*\*{len(singles)}\*\* class(es)? and \*\*{len(synsets)}\*\* groups? above 0\.50"
     assert re.search(count, view.summary), view.summary
 
@@ -257,8 +257,7 @@ def test_adaptive_names_classes_and_synsets_and_parts_give_way(examples, cnn_cal
     assert set(answer[0]["members"]) <= set(analysis.vocabulary.members[synset])
     assert answer[0]["probability"] > 0.5 and all(entry["index"] is not None for entry in answer[1:])
 
-    # Parts give way: other answers (the cat's fringe gives way before it can make the cat a "domestic cat"), from
-    # the same network output.
+    # Parts give way: other answers (the "dog" at the cat's edge gives way to the cat), from the same network output.
     parted = analyze_photo(path, settings.replace(part_ratio=2), cache=cache)
     assert not parted.network_ran and len(cnn_calls) == runs and parted.record["part_ratio"] == 2
     labels = [c["label"] for c in parted.record["classes"]]
