@@ -15,8 +15,10 @@ The rules (each a keyword of ``answer``):
   with fewer cells gives way;
 - ``one_answer=False``: without core's last rule (``core.postprocess.one_answer_per_object``: touching answers of
   one lineage become the broadest, over all their cells);
-- ``specific``: after that rule, each synset answer named by the most specific channel under it that passes over
-  this share of its cells (``most_specific_names``);
+- ``broadest=True``: each object named by the broadest answer of its cells (last round's core), without core's
+  ``core.postprocess.hedge_each_object``, which names it by the most specific channel whose mean probability over
+  the object passes the threshold;
+- ``hedging_min``: the adaptive vocabulary's synsets from this many classes (last round: 5; core: 2);
 - ``join`` / ``box_cells``: ``core.postprocess.find_boxes``'s options: one box for regions of an answer a few
   cells apart; no box for a region of fewer cells;
 - ``relative``: no answer with fewer than 1/``relative`` of the largest answer's cells.
@@ -58,7 +60,9 @@ from bench.quality import (
     target_values,
 )
 from bench.quality_data import Scene, scene_sets
-from core.postprocess import find_boxes, find_classes, one_answer_per_object, parts_give_way
+from core.hierarchy import adaptive_vocabulary
+from core.postprocess import find_boxes, find_classes, hedge_each_object, one_answer_per_object, parts_give_way
+from core.registry import IMAGENET_CATEGORIES
 
 __all__ = ["RULES", "SceneMaps", "answer", "main", "rule_setting"]
 
@@ -69,14 +73,15 @@ RULES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("threshold 0.55", {"threshold": 0.55}),
     ("threshold 0.65", {"threshold": 0.65}),
     ("min_cells 3", {"min_cells": 3}),
-    ("part_ratio 3", {"part_ratio": 3}),
-    ("part_ratio 5", {"part_ratio": 5}),
+    ("part_ratio 2", {"part_ratio": 2}),
+    ("part_ratio 4", {"part_ratio": 4}),
     ("and 0.3 over 12 cells", {"low": (0.3, 12)}),
     ("nested answers: the smaller gives way", {"nested": True}),
     ("answers of one lineage kept apart", {"one_answer": False}),
     ("no parts rule", {"part_ratio": 0}),
-    ("the most specific name over half of it", {"specific": 0.5}),
-    ("the most specific name over two thirds of it", {"specific": 2 / 3}),
+    ("each object named by its broadest answer (last round)", {"broadest": True}),
+    ("synsets of 5 classes or more (last round)", {"hedging_min": 5}),
+    ("both (last round's core)", {"broadest": True, "hedging_min": 5}),
     ("one box for regions up to 2 cells apart", {"join": 1}),
     ("one box for regions up to 4 cells apart", {"join": 2}),
     ("boxes of 2 cells or more", {"box_cells": 2}),
@@ -130,43 +135,6 @@ def nested_give_way(found: list[Any], max_prob: np.ndarray, winner: np.ndarray, 
     return kept
 
 
-def most_specific_names(
-    found: list[Any],
-    max_prob: np.ndarray,
-    winner: np.ndarray,
-    threshold: float,
-    vocab: Any,
-    probs: np.ndarray,
-    share: float,
-) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    """Each synset answer renamed to the most specific channel under it that passes in ``share`` of its cells.
-
-    One answer per object names an object by the broadest answer of its lineage, so a few uncertain cells at its
-    edge can make that vague ("domestic animal" for a cat that reads "domestic cat" over most of it). This names it
-    by the channel with the fewest classes, among those whose classes it holds, whose probability passes
-    ``threshold`` in at least ``share`` of its cells (ties: the higher mean there); its cells take that channel's
-    probability, and those where it does not pass no longer count. Answers that come to one name become one.
-    """
-    renamed = {}
-    for entry in found:
-        if vocab.index(entry.channel) is not None:
-            continue
-        cells = (winner == entry.channel) & (max_prob > threshold)
-        whole = frozenset(entry.members)
-        inside = {c: probs[c][cells] for c, m in enumerate(vocab.members) if len(m) < len(whole) and whole >= set(m)}
-        candidates = [
-            (len(vocab.members[c]), -float(p.mean()), c) for c, p in inside.items() if (p > threshold).mean() >= share
-        ]
-        if candidates:
-            renamed[entry.channel] = min(candidates)[2]
-    masks = {old: winner == old for old in renamed}
-    max_prob, winner = max_prob.copy(), winner.copy()
-    for old, channel in renamed.items():
-        winner[masks[old]], max_prob[masks[old]] = channel, probs[channel][masks[old]]
-    named = {renamed.get(e.channel, e.channel) for e in found}
-    return [e for e in find_classes(max_prob, winner, threshold, vocab) if e.channel in named], max_prob, winner
-
-
 def answer(
     maps: SceneMaps,
     level: str,
@@ -179,7 +147,8 @@ def answer(
     low: tuple[float, int] | None = None,
     nested: bool = False,
     one_answer: bool = True,
-    specific: float | None = None,
+    broadest: bool = False,
+    hedging_min: int | None = None,
     join: int = 0,
     box_cells: int = 1,
     relative: int = 0,
@@ -190,7 +159,8 @@ def answer(
     """
     probabilities = (maps.probabilities + maps.mirrored) / 2 if mirror else maps.probabilities
     setting = Setting.of(CHOSEN.core().replace(granularity=granularity)) if level == "group" else CHOSEN.as_class()
-    fused = fused_map(probabilities, setting)
+    other = hedging_min is not None and setting.granularity == "adaptive"
+    fused = fused_map(probabilities, setting, adaptive_vocabulary(IMAGENET_CATEGORIES, hedging_min) if other else None)
     (max_prob, winner), vocab = fused.answer(threshold), fused.vocabulary
     found = find_classes(max_prob, winner, threshold, vocab, min_cells)
     box_threshold = CHOSEN.box_threshold
@@ -205,9 +175,9 @@ def answer(
     if one_answer:
         lowest = threshold if low is None else low[0]
         found, max_prob, winner = one_answer_per_object(found, max_prob, winner, lowest, fused.channel)
-        if specific is not None:
-            found, max_prob, winner = most_specific_names(
-                found, max_prob, winner, lowest, vocab, fused.probabilities, specific
+        if not broadest:
+            found, max_prob, winner = hedge_each_object(
+                found, max_prob, winner, lowest, fused.vocabulary, fused.probabilities
             )
     if relative:
         largest = max((e.area for e in found), default=0.0)

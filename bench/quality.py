@@ -178,7 +178,7 @@ class Setting:
 
 # The chosen defaults (QUALITY.md: the best of the sweep by ``choose``'s rule): one setting for the app, the CLI
 # and the API. min_members / max_members are core.hierarchy's grouping.
-CHOSEN = Setting("efficientnet_lite2", 320, 4, 1, "adaptive", 0, 0, 0.6, 0.5, False, True, 4)
+CHOSEN = Setting("efficientnet_lite2", 320, 4, 1, "adaptive", 0, 0, 0.6, 0.5, False, True, 3)
 # The seed article's rule on today's backbone and resolution: kernel 3, threshold 0.85, box 0.5, 1 scale, classes.
 SEED = Setting("efficientnet_lite2", 320, 1, 3, "class", 0, 0, 0.85, 0.5, False, False)
 
@@ -454,11 +454,12 @@ def answer_map(
     return max_prob, winner, fused.vocabulary
 
 
-def fused_map(probabilities: np.ndarray, setting: Setting) -> core.analysis.FusedMap:
-    """A class-level map summed into the setting's vocabulary (its granularity and grouping), as core sums it."""
-    if setting.granularity == "group":
+def fused_map(probabilities: np.ndarray, setting: Setting, vocab: Vocabulary | None = None) -> core.analysis.FusedMap:
+    """A class-level map summed into the setting's vocabulary (its granularity and grouping; or ``vocab``), as core
+    sums it."""
+    if vocab is None and setting.granularity == "group":
         vocab = _group_vocabulary(setting.min_members, setting.max_members)
-    else:
+    elif vocab is None:
         vocab = vocabulary(setting.granularity, IMAGENET_CATEGORIES)
     probs = core.analysis.channel_sums(torch.from_numpy(np.array(probabilities, np.float32))[None], vocab)[0]
     return core.analysis.FusedMap(probs, vocab)

@@ -299,8 +299,13 @@ PHOTOS += (
     Photo(
         "bakery",
         "bench/data/photos/bakery.jpg",
-        # bakery: a shop's counter of croissants and loaves (the scene is the thing); French loaf tolerated
-        (Thing(frozenset({415})), Thing(frozenset({930}), required=False)),
+        # bakery: a shop's counter of croissants and loaves (the scene is the thing); French loaf tolerated, and
+        # the wicker basket of loaves at the bottom right corner (hamper, shopping basket), cut off by the frame
+        (
+            Thing(frozenset({415})),
+            Thing(frozenset({930}), required=False),
+            Thing(frozenset({588, 790}), (1100, 590, 1280, 853), required=False),
+        ),
         None,
         None,
         _pexels(192933),

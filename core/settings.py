@@ -86,8 +86,8 @@ class Settings:
 
     # The defaults: the best worst case of issue 12's nine targets measured in QUALITY.md (`python -m bench.quality`,
     # 24 photos): adaptive granularity, four scales (weighted, at most 2x enlargement), the finest kernel, a lower
-    # threshold, at least two cells per answer, parts giving way to a 4x larger whole (worst margin -0.096, with no
-    # group of 130 classes or more counting; the best fixed groups -0.149; the seed's settings -0.56). The seed's
+    # threshold, at least two cells per answer, parts giving way to a 3x larger whole (worst margin -0.099, with no
+    # group of 130 classes or more counting; the best fixed groups -0.148; the seed's settings -0.56). The seed's
     # settings are a preset; fewer scales are faster.
     backbone: str = DEFAULT_BACKBONE
     resolution: int | str = 320
@@ -99,7 +99,7 @@ class Settings:
     granularity: Literal["class", "group", "adaptive"] = "adaptive"
     scales: int = 4
     min_cells: int = 2
-    part_ratio: int = 4
+    part_ratio: int = 3
 
     PRESETS: ClassVar[tuple[str, ...]] = ("seed", "best")
 

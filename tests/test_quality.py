@@ -319,26 +319,18 @@ def test_of_two_touching_answers_of_one_lineage_the_smaller_gives_way():
     assert [e.channel for e in nested_give_way(entries, max_prob, winner, 0.5)] == [1, 2, 3]
 
 
-def test_the_most_specific_name_over_a_share_of_an_answer_renames_it():
-    from bench.alternatives import most_specific_names
-    from core.hierarchy import vocabulary
-    from core.registry import IMAGENET_CATEGORIES
+def test_last_rounds_naming_and_vocabulary_stay_measurable():
+    from bench.alternatives import SceneMaps, answer
 
-    vocab = vocabulary("adaptive", IMAGENET_CATEGORIES)
-    animal = vocab.labels.index("domestic animal")
-    cat = vocab.labels.index("domestic cat")
-    probs = np.zeros((len(vocab), 1, 4), dtype=np.float32)
-    probs[285] = [0.6, 0.6, 0.3, 0.3]  # Egyptian cat: passes 0.5 in half the cells
-    probs[281] = [0.2, 0.2, 0.3, 0.0]  # tabby
-    probs[cat] = probs[281] + probs[285]  # domestic cat: 3 of 4 cells
-    probs[animal] = probs[cat] + [0.1, 0.1, 0.1, 0.4]  # domestic animal: every cell
-    winner, max_prob = np.full((1, 4), animal), probs[animal].copy()
-    found = [SimpleNamespace(channel=animal, members=vocab.members[animal])]
+    classes = np.zeros((1000, 1, 5), dtype=np.float32)
+    classes[285, 0, :3], classes[281, 0, :3] = 0.7, 0.15  # a cat: sure it is an Egyptian cat on the left
+    classes[281, 0, 3:], classes[207, 0, 3:] = 0.3, 0.4  # its edge: a cat or a dog, a domestic animal
+    maps = SceneMaps(classes, classes, (0.0, 0.0, 50.0, 10.0), (10, 50))
+    # the cells answer "Egyptian cat" and "domestic animal"; the object, averaged, is sure of "domestic cat"
+    assert [c.label for c in answer(maps, "group").classes] == ["domestic cat"]
+    assert [c.label for c in answer(maps, "group", broadest=True).classes] == ["domestic animal"]
 
-    named, new_prob, new_winner = most_specific_names(found, max_prob, winner, 0.5, vocab, probs, 2 / 3)
-    assert [e.label for e in named] == ["domestic cat"] and named[0].area == pytest.approx(0.75)
-    assert new_winner.tolist() == [[cat] * 4] and np.allclose(new_prob, probs[cat])
-    named, _, _ = most_specific_names(found, max_prob, winner, 0.5, vocab, probs, 0.5)
-    assert [e.label for e in named] == ["Egyptian cat"]  # the class itself passes in half the cells
-    named, _, _ = most_specific_names(found, max_prob, winner, 0.5, vocab, probs, 1.0)
-    assert [e.label for e in named] == ["domestic animal"]  # nothing narrower passes everywhere
+    classes[:] = 0
+    classes[267], classes[265], classes[207] = 0.4, 0.3, 0.3  # standard and toy poodle, a golden retriever
+    assert [c.label for c in answer(maps, "group").classes] == ["poodle"]  # a synset of 3 classes
+    assert [c.label for c in answer(maps, "group", hedging_min=5).classes] == ["dog"]  # none under 5 classes
