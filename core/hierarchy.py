@@ -373,7 +373,7 @@ class Vocabulary:
 
     @functools.cached_property
     def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        channels = np.repeat(np.arange(len(self.members)), [len(m) for m in self.members])
+        channels = np.repeat(np.arange(len(self.members)), self.sizes)
         classes = np.fromiter((c for m in self.members for c in m), dtype=np.int64, count=len(channels))
         return channels, classes
 
@@ -389,15 +389,26 @@ class Vocabulary:
         held[self._pairs] = True
         return held
 
+    @functools.cached_property
+    def _narrower(self) -> dict[int, np.ndarray]:
+        return {}  # channel -> its narrower channels, filled as asked (the vocabularies are cached, so are these)
+
     def narrower(self, channel: int) -> np.ndarray:
-        """The channels whose classes are some, not all, of ``channel``'s (int64, ascending).
+        """The channels whose classes are some, not all, of ``channel``'s (int64, ascending, read-only).
 
         What an answer may be named more specifically: empty for a class, and for every channel of the class and
         group granularities, which never nest.
         """
-        held = self._membership
-        inside = ~held[:, ~held[channel]].any(axis=1)
-        return np.flatnonzero(inside & (self.sizes < self.sizes[channel]))
+        if channel not in self._narrower:
+            if self.sizes[channel] == 1:  # a class: nothing is narrower
+                found = np.empty(0, dtype=np.int64)
+            else:
+                held = self._membership
+                inside = ~held[:, ~held[channel]].any(axis=1)
+                found = np.flatnonzero(inside & (self.sizes < self.sizes[channel]))
+            found.setflags(write=False)
+            self._narrower[channel] = found
+        return self._narrower[channel]
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -211,10 +211,12 @@ def hedge_each_object(
     renamed = {}
     for entry in classes:
         narrower = vocabulary.narrower(entry.channel)
-        cells = (winner == entry.channel) & (max_prob > threshold)
-        if not len(narrower) or not cells.any():
+        if not len(narrower):
             continue
-        means = probabilities[narrower][:, cells].mean(axis=1)
+        rows, cols = np.nonzero((winner == entry.channel) & (max_prob > threshold))
+        if not len(rows):
+            continue
+        means = probabilities[narrower[:, None], rows, cols].mean(axis=1)  # only the object's cells are read
         passing = np.flatnonzero(means > threshold)
         if len(passing):  # the fewest classes, then the higher mean
             best = min(passing, key=lambda k: (vocabulary.sizes[narrower[k]], -means[k]))
