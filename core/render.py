@@ -267,32 +267,90 @@ def _box_on_picture(box: tuple[int, int, int, int], sx: float, sy: float) -> tup
     )
 
 
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """The area two (x1, y1, x2, y2) rectangles share."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def label_position(
+    box: tuple[int, int, int, int],
+    size: tuple[int, int],
+    image_size: tuple[int, int],
+    placed: list[tuple[int, int, int, int]],
+) -> tuple[int, int]:
+    """Where a box's label goes: the first place that covers no earlier label.
+
+    The places, in order: above the box, inside its top, below it, inside its bottom (each at the box's left edge,
+    then its right), then stacked higher above it, one label height at a time. Every place is kept inside the
+    image. Free means sharing no pixel with an earlier label (``placed``); when no place is free, the one that
+    covers the least of them.
+
+    Args:
+        box: the box on the picture, (x1, y1, x2, y2), x2/y2 exclusive.
+        size: the label's (width, height).
+        image_size: the picture's (width, height).
+        placed: the rectangles of the labels already drawn.
+
+    Returns:
+        The label's top-left corner.
+    """
+    x1, y1, x2, y2 = box
+    (tw, th), (width, height) = size, image_size
+    tops = [y1 - th, y1, y2, y2 - th] + [y1 - th * (k + 2) for k in range(len(placed))]
+    candidates = []
+    for ty in tops:
+        for tx in (x1, x2 - tw):
+            x = min(max(0, tx), max(0, width - tw))
+            y = min(max(0, ty), max(0, height - th))
+            candidates.append((x, y))
+    costs = [sum(_overlap((x, y, x + tw, y + th), other) for other in placed) for x, y in candidates]
+    return candidates[costs.index(min(costs))]
+
+
+def _line_and_font(size: tuple[int, int]) -> tuple[int, ImageFont.ImageFont | ImageFont.FreeTypeFont]:
+    scale = max(size)
+    return max(2, round(scale / 250)), _font(max(11, round(scale / 40)))
+
+
+def box_labels(analysis: Analysis, size: tuple[int, int]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Each box's label on a picture of ``size`` (width, height): its text and its rectangle (x1, y1, x2, y2).
+
+    In the order of ``analysis.boxes``, placed one after the other by ``label_position``.
+    """
+    line, font = _line_and_font(size)
+    sx, sy = size[0] / analysis.image_size[1], size[1] / analysis.image_size[0]
+    labels: list[tuple[str, tuple[int, int, int, int]]] = []
+    for box in analysis.boxes:
+        text = f"{box.label} {box.score:.2f}"
+        left, top, right, bottom = font.getbbox(text)
+        tw, th = right - left + 2 * line, bottom - top + 2 * line
+        tx, ty = label_position(_box_on_picture(box.box, sx, sy), (tw, th), size, [r for _, r in labels])
+        labels.append((text, (tx, ty, tx + tw, ty + th)))
+    return labels
+
+
 def box_view(analysis: Analysis, image: Image.Image) -> Image.Image:
     """The photo with every box drawn and labelled ("label 0.97") in its class's colour.
 
-    Line width and text size follow the image size; a label sits above its box, or inside it when there is no
-    room above, and is always kept inside the image. Text is black or white, whichever reads on the colour.
+    Line width and text size follow the image size. A label sits above its box, or where it covers no earlier
+    label (``label_position``), and is always kept inside the image. Text is black or white, whichever reads on
+    the colour.
     """
     out = image.copy() if image.mode == "RGB" else image.convert("RGB")  # convert() alone copies too
     draw = ImageDraw.Draw(out)
-    width, height = out.size
-    scale = max(width, height)
-    line = max(2, round(scale / 250))
-    font = _font(max(11, round(scale / 40)))
+    line, font = _line_and_font(out.size)
     colors = class_colors(analysis)
     sx, sy = _scale(analysis, out)
-    drawn = [(box, colors.get(box.channel, (255, 255, 0)), _box_on_picture(box.box, sx, sy)) for box in analysis.boxes]
-    for _, color, (x1, y1, x2, y2) in drawn:
-        draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=color, width=line)
-    for box, color, (x1, y1, _, _) in drawn:  # labels after all rectangles, so no line crosses a label
-        text = f"{box.label} {box.score:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 2 * line, bottom - top + 2 * line
-        tx = min(max(0, x1), max(0, width - tw))
-        ty = y1 - th if y1 - th >= 0 else min(y1, max(0, height - th))
+    for box in analysis.boxes:
+        x1, y1, x2, y2 = _box_on_picture(box.box, sx, sy)
+        draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colors.get(box.channel, (255, 255, 0)), width=line)
+    # Labels after all rectangles, so no line crosses a label.
+    for box, (text, (tx, ty, tx2, ty2)) in zip(analysis.boxes, box_labels(analysis, out.size), strict=True):
+        color = colors.get(box.channel, (255, 255, 0))
+        left, top, _, _ = font.getbbox(text)
         luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
         ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-        draw.rectangle((tx, ty, tx + tw - 1, ty + th - 1), fill=color)
+        draw.rectangle((tx, ty, tx2 - 1, ty2 - 1), fill=color)
         draw.text((tx + line - left, ty + line - top), text, fill=ink, font=font)
     return out
 

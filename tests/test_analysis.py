@@ -12,11 +12,12 @@ from matplotlib import colormaps
 from PIL import Image
 
 import core
+from core import render
 from core.analysis import SCALE_WEIGHTS, analysis_size, channel_sums, hedged, pyramid
 from core.hierarchy import MAX_GROUP_MEMBERS, vocabulary
 from core.postprocess import find_boxes, find_classes, hedge_each_object, one_answer_per_object, parts_give_way
 from core.registry import IMAGENET_CATEGORIES
-from core.render import box_view, overlay, overlays, upsample
+from core.render import box_labels, box_view, label_position, overlay, overlays, upsample
 from core.results import Analysis, FoundClass
 
 CATS = vocabulary("class", IMAGENET_CATEGORIES)
@@ -238,6 +239,42 @@ def test_box_view_draws_each_box_in_its_class_colour_inside_the_image():
     tab_blue = (31, 119, 180)
     assert tuple(pixels[19, 10]) == tab_blue  # the bottom edge of the 20 x 20 box
     assert tuple(pixels[59, 79]) == (255, 255, 255)  # nothing drawn far away
+
+
+def _shared(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """The area two (x1, y1, x2, y2) rectangles share."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def test_a_label_sits_above_its_box_unless_that_covers_an_earlier_label():
+    image = (900, 300)
+    assert label_position((100, 60, 230, 180), (120, 20), image, []) == (100, 40)  # above, at the box's left
+    assert label_position((100, 0, 230, 180), (120, 20), image, []) == (100, 0)  # no room above: inside the top
+    # cat_and_coffee.jpg at the defaults: a small box whose label, above it, ran into the label before it.
+    placed = [(83, 40, 280, 60)]
+    x, y = label_position((209, 40, 231, 60), (190, 20), image, placed)
+    assert all(_shared((x, y, x + 190, y + 20), b) == 0 for b in placed)
+    assert 0 <= x <= 900 - 190 and 0 <= y <= 300 - 20
+    # Nowhere free (the picture is all labels): the least covered place, still inside the picture.
+    full = [(0, 0, 900, 300)]
+    x, y = label_position((10, 10, 50, 50), (120, 20), image, full)
+    assert 0 <= x <= 780 and 0 <= y <= 280
+
+
+def test_box_view_labels_do_not_cover_each_other(examples):
+    # cat_and_coffee.jpg at the defaults: four boxes on the cat, two of whose labels used to overlap.
+    photo = Image.open(examples / "cat_and_coffee.jpg").convert("RGB")
+    analysis = core.analyze(photo)
+    labels = box_labels(analysis, photo.size)
+    assert len(labels) == len(analysis.boxes) >= 4
+    for i, (_, a) in enumerate(labels):
+        assert 0 <= a[0] < a[2] <= photo.width and 0 <= a[1] < a[3] <= photo.height
+        for _, b in labels[:i]:
+            assert _shared(a, b) == 0
+    view = np.asarray(box_view(analysis, photo))
+    colors = render.class_colors(analysis)
+    for box, (_, (x1, y1, _, _)) in zip(analysis.boxes, labels, strict=True):
+        assert tuple(view[y1, x1]) == colors[box.channel]  # each label's corner is filled in its class's colour
 
 
 def test_renderers_draw_at_the_pictures_size_and_leave_the_analysis_alone():
