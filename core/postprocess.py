@@ -193,8 +193,10 @@ def hedge_each_object(
     cat. This is Hedging Your Bets (Deng et al. 2012) once more, for the object: its cells' distributions averaged,
     each answer is renamed to the most specific channel among those its classes hold (``Vocabulary.narrower``)
     whose mean probability over its cells passes ``threshold`` (ties: the higher mean). Its cells take that
-    channel's probability, so where it is unsure they no longer count. Answers that come to one name become one.
-    A no-op for classes and groups, which have nothing narrower.
+    channel's probability, so where it is unsure they no longer count. Answers that come to one name become one,
+    and cells the new name already won count with it, as ``find_classes`` counts every cell a channel wins: on
+    the 96 evaluation scenes (QUALITY.md) that happens in 11, in 10 of them only cells touching the object (its
+    fringe, read as the new name directly). A no-op for classes and groups, which have nothing narrower.
 
     Args:
         classes: the found answers (after ``one_answer_per_object``).
