@@ -21,7 +21,11 @@ The rules (each a keyword of ``answer``):
 - ``hedging_min``: the adaptive vocabulary's synsets from this many classes (last round: 5; core: 2);
 - ``join`` / ``box_cells``: ``core.postprocess.find_boxes``'s options: one box for regions of an answer a few
   cells apart; no box for a region of fewer cells;
-- ``relative``: no answer with fewer than 1/``relative`` of the largest answer's cells.
+- ``relative``: no answer with fewer than 1/``relative`` of the largest answer's cells;
+- ``verify``: ``(margin, bar)``, a second look at each answer in the network's own view, as R-CNN's second stage:
+  each of its boxes, grown ``margin`` times into a square, cropped from the photo and resized to 224 px, is given to
+  the unmodified classifier; an answer none of whose crops gets at least ``bar`` of the classifier's probability
+  for its classes is dropped (one forward per box).
 
 Besides the nine targets, the table gives the answers per scene, how broad they are (the mean number of ImageNet
 classes per found entry) and how scattered (boxes per found entry).
@@ -31,15 +35,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import ImageOps
+from PIL import Image, ImageOps
 from scipy import ndimage
 
 import core
@@ -89,6 +94,10 @@ RULES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("no answer 10 times smaller than the largest", {"relative": 10}),
     ("no answer 16 times smaller than the largest", {"relative": 16}),
     ("no answer 25 times smaller than the largest", {"relative": 25}),
+    ("answers checked on crops of their boxes (1.5x, 0.1)", {"verify": (1.5, 0.1)}),
+    ("answers checked on crops of their boxes (1.5x, 0.3)", {"verify": (1.5, 0.3)}),
+    ("answers checked on crops of their boxes (1x, 0.3)", {"verify": (1.0, 0.3)}),
+    ("answers checked on crops of their boxes (1.5x, 0.1), threshold 0.5", {"verify": (1.5, 0.1), "threshold": 0.5}),
 )
 
 
@@ -100,6 +109,29 @@ class SceneMaps:
     mirrored: np.ndarray  # the mirror image's map, flipped back to the photo's left and right
     extent: tuple[float, float, float, float]
     image_size: tuple[int, int]  # (height, width)
+    image: Image.Image | None = None  # the scene, for ``verify``
+    crops: dict = field(default_factory=dict, compare=False, repr=False)  # (box, margin) -> the classifier's view
+
+
+@functools.cache
+def _classifier() -> core.ClassMapModel:
+    return core.get_model(CHOSEN.backbone)
+
+
+def crop_view(image: Image.Image, box: tuple[int, int, int, int], grow: float) -> np.ndarray:
+    """The unmodified classifier's 1000 probabilities for a box grown ``grow`` times into a square (kept inside the
+    photo, as large as it allows), resized to 224 x 224 px."""
+    width, height = image.size
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * grow
+    sx, sy = min(side, width), min(side, height)
+    left = min(max((x1 + x2 - sx) / 2, 0), width - sx)
+    top = min(max((y1 + y2 - sy) / 2, 0), height - sy)
+    crop = image.convert("RGB").crop((round(left), round(top), round(left + sx), round(top + sy)))
+    model = _classifier()
+    with torch.inference_mode():
+        x = model.preprocess(crop.resize((224, 224), Image.Resampling.BILINEAR))
+        return model.reference_logits(model.to_model_input(x)).softmax(1)[0].double().numpy()
 
 
 def scene_maps(scene: Scene, model: core.ClassMapModel) -> SceneMaps:
@@ -112,6 +144,7 @@ def scene_maps(scene: Scene, model: core.ClassMapModel) -> SceneMaps:
         np.ascontiguousarray(mirror.maps(settings).probabilities[:, :, ::-1]),
         prepared.analyze(settings).extent,
         prepared.image_size,
+        scene.image,
     )
 
 
@@ -152,6 +185,7 @@ def answer(
     join: int = 0,
     box_cells: int = 1,
     relative: int = 0,
+    verify: tuple[float, float] | None = None,
 ) -> Answer:
     """One rule's answer for a scene at "group" level (``granularity``) or "class" level.
 
@@ -186,6 +220,19 @@ def answer(
     boxes = find_boxes(
         max_prob, winner, found, min(box_threshold, threshold), maps.extent, (width, height), join, box_cells
     )
+    if verify is not None:
+        grow, bar = verify
+
+        def backed(entry: Any) -> bool:
+            for box in (b for b in boxes if b.channel == entry.channel):
+                if (box.box, grow) not in maps.crops:
+                    maps.crops[box.box, grow] = crop_view(maps.image, box.box, grow)
+                if maps.crops[box.box, grow][list(entry.members)].sum() >= bar:
+                    return True
+            return False
+
+        found = [e for e in found if backed(e)]
+        boxes = [b for b in boxes if b.channel in {e.channel for e in found}]
     return Answer(tuple(found), tuple(boxes), (int(max_prob.shape[0]), int(max_prob.shape[1])))
 
 

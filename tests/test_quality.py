@@ -334,3 +334,17 @@ def test_last_rounds_naming_and_vocabulary_stay_measurable():
     classes[267], classes[265], classes[207] = 0.4, 0.3, 0.3  # standard and toy poodle, a golden retriever
     assert [c.label for c in answer(maps, "group").classes] == ["poodle"]  # a synset of 3 classes
     assert [c.label for c in answer(maps, "group", hedging_min=5).classes] == ["dog"]  # none under 5 classes
+
+
+def test_an_answer_the_classifier_does_not_see_in_its_boxes_crops_is_dropped(examples):
+    from bench.alternatives import SceneMaps, answer
+
+    photo = Image.open(examples / "chelsea.png")
+    classes = np.zeros((1000, 2, 3), dtype=np.float32)
+    classes[0, 0] = 0.9  # "tench" across the top: the classifier sees a cat there, not a fish
+    classes[281, 1], classes[285, 1] = 0.5, 0.4  # "domestic cat" across the bottom
+    maps = SceneMaps(classes, classes, (0.0, 0.0, float(photo.width), float(photo.height)), photo.size[::-1], photo)
+    assert sorted(c.label for c in answer(maps, "group").classes) == ["domestic cat", "tench"]
+    checked = answer(maps, "group", verify=(1.5, 0.3))
+    assert [c.label for c in checked.classes] == ["domestic cat"]
+    assert {b.label for b in checked.boxes} == {"domestic cat"}
