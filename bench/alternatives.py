@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import sys
 import time
 from collections import defaultdict
@@ -65,6 +64,7 @@ from bench.quality import (
     target_values,
 )
 from bench.quality_data import Scene, scene_sets
+from core.analysis import analysis_pixels
 from core.hierarchy import adaptive_vocabulary
 from core.postprocess import find_boxes, find_classes, hedge_each_object, one_answer_per_object, parts_give_way
 from core.registry import IMAGENET_CATEGORIES
@@ -113,11 +113,6 @@ class SceneMaps:
     crops: dict = field(default_factory=dict, compare=False, repr=False)  # (box, margin) -> the classifier's view
 
 
-@functools.cache
-def _classifier() -> core.ClassMapModel:
-    return core.get_model(CHOSEN.backbone)
-
-
 def crop_view(image: Image.Image, box: tuple[int, int, int, int], grow: float) -> np.ndarray:
     """The unmodified classifier's 1000 probabilities for a box grown ``grow`` times into a square (kept inside the
     photo, as large as it allows), resized to 224 x 224 px."""
@@ -128,10 +123,10 @@ def crop_view(image: Image.Image, box: tuple[int, int, int, int], grow: float) -
     left = min(max((x1 + x2 - sx) / 2, 0), width - sx)
     top = min(max((y1 + y2 - sy) / 2, 0), height - sy)
     crop = image.convert("RGB").crop((round(left), round(top), round(left + sx), round(top + sy)))
-    model = _classifier()
-    with torch.inference_mode():
-        x = model.preprocess(crop.resize((224, 224), Image.Resampling.BILINEAR))
-        return model.reference_logits(model.to_model_input(x)).softmax(1)[0].double().numpy()
+    model = core.get_model(CHOSEN.backbone)  # core's cached, shared model
+    with torch.inference_mode():  # core's one resizing rule, as every analysis resizes
+        x = model.preprocess(analysis_pixels(crop, (224, 224)))
+        return model.reference_logits(x).softmax(1)[0].double().numpy()
 
 
 def scene_maps(scene: Scene, model: core.ClassMapModel) -> SceneMaps:

@@ -211,10 +211,10 @@ class _Blender:
         return out
 
 
-def _scale(analysis: Analysis, image: Image.Image) -> tuple[float, float]:
-    """How original image pixels map onto ``image`` (the photo as drawn, perhaps reduced for the screen)."""
+def _scale(analysis: Analysis, size: tuple[int, int]) -> tuple[float, float]:
+    """How original image pixels map onto a picture of ``size`` (width, height), the photo as drawn."""
     height, width = analysis.image_size
-    return image.width / width, image.height / height
+    return size[0] / width, size[1] / height
 
 
 def _on_picture(extent: tuple[float, ...], sx: float, sy: float) -> tuple[float, float, float, float]:
@@ -237,7 +237,7 @@ def overlays(analysis: Analysis, image: Image.Image, limit: int | None = None) -
     if not classes:
         return []
     blender = _Blender(image, 0.5)
-    extent = _on_picture(analysis.extent, *_scale(analysis, image))
+    extent = _on_picture(analysis.extent, *_scale(analysis, image.size))
     return [Overlay(c.channel, c.label, c.score, blender.blend(analysis.heat_map(c.channel), extent)) for c in classes]
 
 
@@ -318,7 +318,7 @@ def box_labels(analysis: Analysis, size: tuple[int, int]) -> list[tuple[str, tup
     In the order of ``analysis.boxes``, placed one after the other by ``label_position``.
     """
     line, font = _line_and_font(size)
-    sx, sy = size[0] / analysis.image_size[1], size[1] / analysis.image_size[0]
+    sx, sy = _scale(analysis, size)
     labels: list[tuple[str, tuple[int, int, int, int]]] = []
     for box in analysis.boxes:
         text = f"{box.label} {box.score:.2f}"
@@ -340,7 +340,7 @@ def box_view(analysis: Analysis, image: Image.Image) -> Image.Image:
     draw = ImageDraw.Draw(out)
     line, font = _line_and_font(out.size)
     colors = class_colors(analysis)
-    sx, sy = _scale(analysis, out)
+    sx, sy = _scale(analysis, out.size)
     for box in analysis.boxes:
         x1, y1, x2, y2 = _box_on_picture(box.box, sx, sy)
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colors.get(box.channel, (255, 255, 0)), width=line)
