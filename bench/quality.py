@@ -624,7 +624,7 @@ def fusion_report(results: dict[tuple[str, Setting], SetScore]) -> list[str]:
         "|---|---:|" + "---:|" * len(TARGETS) + "---:|---:|",
     ]
     for setting in sorted(
-        {s for _, s in results if s.granularity == "group"},
+        {s for _, s in results if s.granularity != "class"},
         key=lambda s: (s.backbone, s.threshold),
     ):
         values = target_values(results, setting)

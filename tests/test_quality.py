@@ -22,6 +22,7 @@ from bench.quality import (
     answer_map,
     choose,
     fewer_scales,
+    fusion_report,
     is_right,
     read_csv,
     score_scene,
@@ -195,6 +196,20 @@ def test_targets_read_class_level_targets_from_the_class_twin_and_the_rule_maxim
     # recall), -0.05 (0.90 against 0.95; lower mean), -0.10, -0.15.
     assert [r[0] for r in ranked] == [other, other.as_class(), CHOSEN, CHOSEN.as_class()]
     assert [r[1] for r in ranked] == pytest.approx([-0.05, -0.05, -0.10, -0.15])
+
+
+def test_the_fusion_report_has_a_row_per_rule_and_threshold_at_adaptive_granularity():
+    # It kept only fixed-group settings, so at the adaptive defaults it printed a table with no rows.
+    results = {}
+    for label, threshold in (("core", 0.6), ("other", 0.5)):
+        named = dataclasses.replace(CHOSEN, backbone=f"{CHOSEN.backbone} | {label}", threshold=threshold)
+        for key, value in _results({"group": 0.97, "class": 0.80}).items():
+            setting = named if key[1].granularity != "class" else named.as_class()
+            results[key[0], setting] = value
+    assert CHOSEN.granularity == "adaptive"
+    rows = fusion_report(results)[2:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| core", "0.6"], ["| other", "0.5"]]
+    assert all(row.endswith(" | -0.10 |  |") for row in rows)  # worst: class level, 0.80 against 0.90; no check sets
 
 
 def test_a_sweep_csv_round_trips(tmp_path: Path):
