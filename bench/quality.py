@@ -564,14 +564,18 @@ def sweep(
 # -------------------------------------------------------------------------------------------------------------
 # (label, core.analysis.SCALE_WEIGHTS, core.analysis.MAX_ENLARGEMENT): core's rule and the ones it was chosen over.
 FUSIONS = (
-    ("equal weights, no cap (before)", (1.0, 1.0, 1.0, 1.0), math.inf),
-    ("equal weights, at most 2x", (1.0, 1.0, 1.0, 1.0), 2.0),
-    ("weights 1, 2, 3, 4, at most 2x", (1.0, 2.0, 3.0, 4.0), 2.0),
     ("weights 1, 1, 2, 3, no cap", (1.0, 1.0, 2.0, 3.0), math.inf),
-    ("weights 1, 1, 2, 3, at most 3x", (1.0, 1.0, 2.0, 3.0), 3.0),
+    ("equal, at most 2x", (1.0, 1.0, 1.0, 1.0), 2.0),
+    ("weights 1, 2, 3, 4, at most 2x", (1.0, 2.0, 3.0, 4.0), 2.0),
     ("weights 1, 1, 2, 3, at most 2x (core)", (1.0, 1.0, 2.0, 3.0), 2.0),
+    ("weights 1, 1, 2, 3, at most 3x", (1.0, 1.0, 2.0, 3.0), 3.0),
+    ("weights 1, 2, 4, 8, at most 2x", (1.0, 2.0, 4.0, 8.0), 2.0),
+    ("weights 2, 2, 2, 3, at most 2x", (2.0, 2.0, 2.0, 3.0), 2.0),
+    ("weights 1, 1, 3, 3, at most 2x", (1.0, 1.0, 3.0, 3.0), 2.0),
+    ("weights 0.5, 1, 2, 3, at most 2x", (0.5, 1.0, 2.0, 3.0), 2.0),
 )
-FUSION_THRESHOLDS = (0.4, 0.5, 0.6)
+# Around the chosen threshold (0.6), where the adaptive answers' rules were chosen.
+FUSION_THRESHOLDS = (0.5, 0.55, 0.6, 0.65)
 
 
 @contextlib.contextmanager
