@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from bench.browser import click_to_probe, open_page
 from core import Settings
@@ -52,6 +55,12 @@ def test_a_presenters_tour(page, tmp_path, examples):
     assert page.locator("#boxes img").count() == 1
     assert "labelled box" in (page.locator("#boxes img").get_attribute("alt") or "")  # for screen readers
     assert found[0].rsplit(" (", 1)[0] in page.locator("#found").inner_text()
+    # The heat maps' panel shows its title as the other panels do, not blurred under the large preview.
+    title = page.locator("#overlays > label")
+    title.scroll_into_view_if_needed()
+    assert "Heat map per class found" in title.inner_text()
+    pixels = np.asarray(Image.open(io.BytesIO(title.screenshot())).convert("L"), dtype=float)
+    assert pixels.max() - pixels.min() > 60, pixels.max() - pixels.min()  # crisp text on its badge: 3 when blurred
     assert "%" in page.locator("#top5").inner_text()
 
     # Point and ask: a click on the box view shows that patch's top 5, from the kept maps, and marks the cell.
