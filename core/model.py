@@ -402,9 +402,9 @@ class ClassMapModel(nn.Module):
         fresh = grid > 1  # otherwise x may still be the caller's features (kernel 1): never write into them
         for module in rest:
             if isinstance(module, nn.Linear):
-                x = F.linear(x, module.weight, module.bias)
+                x = _per_location(x, module.weight, module.bias)
             elif isinstance(module, nn.Conv2d):  # 1x1, stride 1, one group: a Linear over channels
-                x = F.linear(x, module.weight.flatten(1), module.bias)
+                x = _per_location(x, module.weight.flatten(1), module.bias)
             elif isinstance(module, nn.LayerNorm):  # includes ConvNeXt's LayerNorm2d: a norm over channels
                 x = F.layer_norm(x, (x.shape[-1],), module.weight, module.bias, module.eps)
             elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):  # inference: an affine map per channel
@@ -470,6 +470,19 @@ class ClassMapModel(nn.Module):
         """
         with evaluating(self.network, self._network_modules):
             return self.network(self.to_model_input(x))
+
+
+def _per_location(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A Linear applied at every location of ``x`` (N x h x w x C, channels last): N x h x w x out.
+
+    On the CPU it runs as a 1 x 1 convolution: the same products and sums, by oneDNN's convolution, which there is
+    1.4-2.2x faster than the BLAS matmul ``F.linear`` calls (1280 -> 1000 channels at 986 locations: 7.7 against
+    15.8 ms on 2 cores; the same speed at one location). Elsewhere ``F.linear``: on CUDA a convolution may run in
+    TF32 (``torch.backends.cudnn.allow_tf32`` is on by default), a matmul does not.
+    """
+    if x.device.type != "cpu":
+        return F.linear(x, weight, bias)
+    return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
 
 
 class _FirstOutput(nn.Module):
