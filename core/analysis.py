@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import math
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,12 +272,31 @@ def channel_sums(probs: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     """Class probabilities (N x 1000 x h x w) summed into ``vocab``'s channels (N x V x h x w).
 
     Exact: the classes are disjoint, so P(channel) is the sum of its members' P. At granularity "class", ``probs``.
+    One sparse product per image (a channels x 1000 matrix of ones): on the CPU bit-equal to adding the members
+    one by one, in a third of the time of gathering them (``tests/test_analysis.py``).
     """
     if vocab.sums is None:
         return probs
-    channels, classes = (torch.from_numpy(a).to(probs.device) for a in vocab.sums)
-    summed = probs.new_zeros((probs.shape[0], len(vocab), *probs.shape[2:]))
-    return summed.index_add_(1, channels, probs.index_select(1, classes))
+    matrix = _sum_matrix(vocab, probs.device, probs.dtype)
+    n, classes, h, w = probs.shape
+    sums = [torch.sparse.mm(matrix, image.reshape(classes, h * w)) for image in probs]
+    return torch.stack(sums).view(n, len(vocab), h, w)
+
+
+@functools.lru_cache(maxsize=16)
+def _sum_matrix(vocab: Vocabulary, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # vocab.sums as a sparse (CSR) channels x 1000 matrix of ones; its channels come in ascending order.
+    channels, classes = vocab.sums
+    rows = np.concatenate([[0], np.cumsum(np.bincount(channels, minlength=len(vocab)))])
+    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(rows),
+            torch.from_numpy(classes),
+            torch.ones(len(classes), dtype=dtype),
+            size=(len(vocab), NUM_CLASSES),
+            device=device,
+        )
 
 
 def fused_probabilities(

@@ -406,6 +406,20 @@ def test_the_adaptive_vocabulary_is_the_classes_then_the_synsets_most_specific_f
     assert ADAPTIVE.members[dog] == tuple(sorted(ADAPTIVE.members[dog])) and 118 <= len(ADAPTIVE.members[dog]) <= 130
 
 
+@pytest.mark.parametrize("vocab", [GROUPS, ADAPTIVE], ids=["group", "adaptive"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channel_sums_add_each_channels_members_one_by_one_to_the_last_bit(vocab, dtype):
+    probs = torch.rand(2, 1000, 5, 7, generator=torch.Generator().manual_seed(0), dtype=dtype).softmax(dim=1)
+    probs = probs.contiguous(memory_format=torch.channels_last)  # the layout the maps may come in
+    summed = channel_sums(probs, vocab)
+    assert summed.shape == (2, len(vocab), 5, 7) and summed.dtype == dtype
+    for channel, members in enumerate(vocab.members):
+        expected = probs[:, members[0]].clone()
+        for member in members[1:]:
+            expected += probs[:, member]
+        assert torch.equal(summed[:, channel], expected), vocab.labels[channel]
+
+
 def test_hedging_answers_the_most_specific_node_that_is_sure_enough():
     # a sure cat; two cats at 0.4 each (no class passes 0.5, the five domestic cats do); a cat at 0.3 and a cup at
     # 0.3 (nothing of at most 129 classes holds both: the most probable class, below the threshold)
