@@ -11,7 +11,7 @@ from torch import nn
 from torch.testing import assert_close
 
 import core
-from core.model import seed_logit_map
+from core.model import _CONV_FROM, _per_location, seed_logit_map
 
 BACKBONES = core.list_backbones()
 # Square sizes where a GAP head's window (kernel = feature-map size, "valid") covers exactly what the head saw,
@@ -200,3 +200,15 @@ def test_a_network_running_in_another_thread_survives_a_torchvision_backbone_bei
         stop.set()
         worker.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("side", [7, 12, 20])  # below and from the size where the CPU takes a 1x1 convolution
+def test_a_per_location_linear_is_the_linear_at_every_location_in_float64(side):
+    assert 7 * 7 < _CONV_FROM <= 12 * 12
+    generator = torch.Generator().manual_seed(side)
+    x = torch.randn(2, side, side, 48, generator=generator, dtype=torch.float64)
+    weight = torch.randn(30, 48, generator=generator, dtype=torch.float64)
+    bias = torch.randn(30, generator=generator, dtype=torch.float64)
+    out = _per_location(x, weight, bias)
+    assert out.shape == (2, side, side, 30) and out.is_contiguous()
+    assert_close(out, torch.einsum("nhwc,oc->nhwo", x, weight) + bias, rtol=0, atol=1e-12)
