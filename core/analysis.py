@@ -272,19 +272,29 @@ def channel_sums(probs: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     """Class probabilities (N x 1000 x h x w) summed into ``vocab``'s channels (N x V x h x w).
 
     Exact: the classes are disjoint, so P(channel) is the sum of its members' P. At granularity "class", ``probs``.
-    One sparse product per image (a channels x 1000 matrix of ones): on the CPU bit-equal to adding the members
-    one by one, in a third of the time of gathering them (``tests/test_analysis.py``).
+    On the CPU one sparse product per image (a channels x 1000 matrix of ones), bit-equal to adding the members one
+    by one and a third of the time of gathering them (``tests/test_analysis.py``); on other devices, where that
+    was not measured, the members gathered and added by index.
     """
     if vocab.sums is None:
         return probs
-    matrix = _sum_matrix(vocab, probs.device, probs.dtype)
+    if probs.device.type != "cpu":
+        return _gathered_sums(probs, vocab)
     n, classes, h, w = probs.shape
+    matrix = _sum_matrix(vocab, probs.dtype)
     sums = [torch.sparse.mm(matrix, image.reshape(classes, h * w)) for image in probs]
     return torch.stack(sums).view(n, len(vocab), h, w)
 
 
+def _gathered_sums(probs: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
+    # channel_sums off the CPU: every member's map gathered, then added into its channel by index.
+    channels, members = (torch.from_numpy(a).to(probs.device) for a in vocab.sums)
+    summed = probs.new_zeros((probs.shape[0], len(vocab), *probs.shape[2:]))
+    return summed.index_add_(1, channels, probs.index_select(1, members))
+
+
 @functools.lru_cache(maxsize=16)
-def _sum_matrix(vocab: Vocabulary, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _sum_matrix(vocab: Vocabulary, dtype: torch.dtype) -> torch.Tensor:
     # vocab.sums as a sparse (CSR) channels x 1000 matrix of ones; its channels come in ascending order.
     channels, classes = vocab.sums
     rows = np.concatenate([[0], np.cumsum(np.bincount(channels, minlength=len(vocab)))])
@@ -295,7 +305,6 @@ def _sum_matrix(vocab: Vocabulary, device: torch.device, dtype: torch.dtype) -> 
             torch.from_numpy(classes),
             torch.ones(len(classes), dtype=dtype),
             size=(len(vocab), NUM_CLASSES),
-            device=device,
         )
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 import core
 from core import render
-from core.analysis import SCALE_WEIGHTS, analysis_size, channel_sums, hedged, pyramid
+from core.analysis import SCALE_WEIGHTS, _gathered_sums, analysis_size, channel_sums, hedged, pyramid
 from core.hierarchy import MAX_GROUP_MEMBERS, vocabulary
 from core.postprocess import find_boxes, find_classes, hedge_each_object, one_answer_per_object, parts_give_way
 from core.registry import IMAGENET_CATEGORIES
@@ -413,6 +413,7 @@ def test_channel_sums_add_each_channels_members_one_by_one_to_the_last_bit(vocab
     probs = probs.contiguous(memory_format=torch.channels_last)  # the layout the maps may come in
     summed = channel_sums(probs, vocab)
     assert summed.shape == (2, len(vocab), 5, 7) and summed.dtype == dtype
+    assert torch.equal(_gathered_sums(probs, vocab), summed)  # the way other devices sum, here on the CPU
     for channel, members in enumerate(vocab.members):
         expected = probs[:, members[0]].clone()
         for member in members[1:]:
