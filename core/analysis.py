@@ -295,9 +295,9 @@ def _gathered_sums(probs: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _sum_matrix(vocab: Vocabulary, dtype: torch.dtype) -> torch.Tensor:
-    # vocab.sums as a sparse (CSR) channels x 1000 matrix of ones; its channels come in ascending order.
-    channels, classes = vocab.sums
-    rows = np.concatenate([[0], np.cumsum(np.bincount(channels, minlength=len(vocab)))])
+    # vocab.sums as a sparse (CSR) channels x 1000 matrix of ones: its pairs come channel by channel, in order.
+    classes = vocab.sums[1]
+    rows = np.concatenate([[0], np.cumsum(vocab.sizes)])
     with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
