@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from timm.layers import BatchNormAct2d, Conv2dSame
+from timm.layers.padding import get_same_padding
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -489,6 +490,70 @@ def _per_location(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
 
 
+class _PaddedInside(Conv2dSame):
+    """timm's ``Conv2dSame`` (TensorFlow's "SAME" padding, computed per input size) without padding a large copy first.
+
+    timm pads the input with ``F.pad`` and then convolves. On the CPU that copy can cost far more than the
+    convolution: EfficientNet-Lite's stride-2 depthwise convolution of a 96 x 452 x 452 map took 5 ms, its padding
+    50 ms (2 cores; every allocation of 32 MiB or more, glibc's largest ``mmap`` threshold, is fresh pages).
+    Here, where the padding is the same on both sides (odd map sizes for EfficientNet-Lite), the convolution pads
+    itself: no copy. Where TensorFlow's rule adds one more row (column) at the bottom (right), there is a copy
+    either way, and the smaller one is made: below ``_COPY_FROM`` bytes of padded input, or when the output is
+    larger than the input (a stem of 3 channels), timm's; otherwise the output's: the convolution pads both sides by
+    the smaller amount, which gives every output row but the last, the last row is computed from the few input rows
+    it reads, padded, the same for the last column, and the three are put together. Each output is the same sum
+    over the same window of the same values (bit-equal on the CPU, ``tests/test_embedded.py`` checks float64).
+    ``load_backbone`` gives every CPU model's ``Conv2dSame`` modules this class (as ``torch.nn.utils.parametrize``
+    swaps a module's class), so the parameters, the ``state_dict`` and ``isinstance(m, Conv2dSame)`` stay as they
+    were.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu":  # not measured elsewhere: timm's own padding
+            return super().forward(x)
+        (height, width), (kh, kw) = x.shape[-2:], self.weight.shape[-2:]
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        pad_h, pad_w = get_same_padding(height, kh, sh, dh), get_same_padding(width, kw, sw, dw)
+        top, left = pad_h // 2, pad_w // 2
+        if pad_h % 2 == 0 and pad_w % 2 == 0:
+            return self._conv(x, (top, left))
+        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # input rows (columns) one output reads
+        rows, cols = -(-height // sh), -(-width // sw)
+        last_row, last_col = (rows - 1) * sh - top, (cols - 1) * sw - left  # where the last window starts
+        padded = x.shape[0] * x.shape[1] * (height + pad_h) * (width + pad_w) * x.element_size()
+        output = x.shape[0] * self.out_channels * rows * cols * x.element_size()
+        smaller_than_a_window = min(last_row, last_col) < 0 or height + 2 * top < span_h or width + 2 * left < span_w
+        if padded < _COPY_FROM or output > padded or smaller_than_a_window:
+            return super().forward(x)  # timm's padded copy is the cheaper one
+        inner = self._conv(x, (top, left))
+        out = torch.empty(
+            (*inner.shape[:2], rows, cols),
+            dtype=inner.dtype,
+            device=inner.device,
+            memory_format=torch.channels_last if _channels_last(inner) else torch.contiguous_format,
+        )
+        out[..., : inner.shape[-2], : inner.shape[-1]] = inner
+        if pad_h % 2:
+            strip = F.pad(x[..., last_row:, :], (left, pad_w - left, 0, span_h - (height - last_row)))
+            out[..., rows - 1 :, :] = self._conv(strip, 0)
+        if pad_w % 2:
+            strip = F.pad(x[..., last_col:], (0, span_w - (width - last_col), top, pad_h - top))
+            out[..., cols - 1 :] = self._conv(strip, 0)
+        return out
+
+    def _conv(self, x: Tensor, padding: int | tuple[int, int]) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+
+# Asymmetric padding of a smaller input is cheaper as timm's copy: three convolutions instead of one cost more than
+# it saves (0.4-18 MB: 1.0-2.4x timm's time; 19-75 MB: 0.15-0.86x; EfficientNet-Lite's shapes, 2 cores).
+_COPY_FROM = 32 * 2**20
+
+
+def _channels_last(x: Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class _FirstOutput(nn.Module):
     """An FX feature extractor returning its one output as a tensor, not a dict."""
 
@@ -501,8 +566,8 @@ class _FirstOutput(nn.Module):
 
 
 # The convolutions and BatchNorms ``fold_batchnorms`` folds: exact types, since a subclass may do more in its forward
-# (timm's StdConv2d standardises its weights; its Conv2dSame only pads).
-_FOLDABLE_CONVS = (nn.Conv2d, Conv2dSame)
+# (timm's StdConv2d standardises its weights; its Conv2dSame only pads, and so does ``_PaddedInside``).
+_FOLDABLE_CONVS = (nn.Conv2d, Conv2dSame, _PaddedInside)
 _FOLDABLE_NORMS = (nn.BatchNorm2d, BatchNormAct2d)
 
 
@@ -685,6 +750,9 @@ def load_backbone(
         # NHWC-strided pixels), and the features come out NHWC, so the head's Linear reads them without a transpose.
         # Values change only by float32 rounding (float64 results are as exact as before).
         model.network.to(memory_format=torch.channels_last)
+        for module in model.network.modules():
+            if type(module) is Conv2dSame:
+                module.__class__ = _PaddedInside  # the same convolution, padded inside (its docstring)
     return model.eval()
 
 

@@ -20,6 +20,7 @@ from torch import nn
 import core
 from core import registry
 from core.embedded import load_numpy_pickle, package_file
+from core.model import _PaddedInside
 from core.registry import BACKBONES, EmbeddedWeights, by_key_order
 from core.weights import WeightsError, WeightsKind, load_weights, weights_status
 
@@ -232,6 +233,44 @@ def test_lite_strided_convolutions_pad_like_tensorflow() -> None:
             expected = _tf_same_reference(x, conv)
             torch.testing.assert_close(conv(x), expected)
             assert expected.shape[-2:] == (math.ceil(height / 2), math.ceil(width / 2))
+
+
+@pytest.mark.parametrize("copy_from", [0, core.model._COPY_FROM])
+def test_loaded_lite_pads_inside_its_strided_convolutions(copy_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # load_backbone gives the CPU model's Conv2dSame modules core.model._PaddedInside: the same TF rule, no padded copy
+    # where it is symmetric; copy_from 0 takes the asymmetric maps' own path too (here they are small: timm's copy).
+    monkeypatch.setattr(core.model, "_COPY_FROM", copy_from)
+    model = core.load_backbone("efficientnet_lite0", weights=None, device="cpu")
+    strided = [m for m in model.network.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+    assert strided and all(type(m) is _PaddedInside for m in strided)
+    generator = torch.Generator().manual_seed(0)
+    for conv in {m.kernel_size: m for m in strided}.values():
+        conv = conv.double()
+        for height, width in [(32, 32), (33, 33), (32, 35), (7, 10), (224, 225), (2, 2), (1, 6)]:
+            x = torch.randn(2, conv.in_channels, height, width, generator=generator, dtype=torch.float64)
+            for pixels in (x, x.contiguous(memory_format=torch.channels_last)):
+                torch.testing.assert_close(conv(pixels), _tf_same_reference(pixels, conv), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize(("kernel", "stride", "dilation"), [(3, 2, 1), (5, 2, 1), (4, 2, 1), (3, 3, 1), (3, 2, 2)])
+def test_padded_inside_is_timms_same_convolution(
+    kernel: int, stride: int, dilation: int, groups: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every parity of height and width, maps smaller than a window included (those take timm's own path); no map is
+    # too small for the asymmetric maps' own path.
+    monkeypatch.setattr(core.model, "_COPY_FROM", 0)
+    timm_conv = Conv2dSame(4, 8, kernel, stride, dilation=dilation, groups=groups).double()
+    ours = Conv2dSame(4, 8, kernel, stride, dilation=dilation, groups=groups).double()
+    ours.load_state_dict(timm_conv.state_dict())
+    ours.__class__ = _PaddedInside
+    generator = torch.Generator().manual_seed(kernel * 100 + stride * 10 + dilation)
+    for height in range(1, 15):
+        for width in (1, 2, 5, 8, 11, 12):
+            x = torch.randn(2, 4, height, width, generator=generator, dtype=torch.float64)
+            expected = timm_conv(x)
+            assert expected.shape[-2:] == (math.ceil(height / stride), math.ceil(width / stride))
+            torch.testing.assert_close(ours(x), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize(
