@@ -31,7 +31,7 @@ from PIL import Image
 from core.cache import get_model
 from core.hierarchy import NUM_CLASSES, Vocabulary, vocabulary
 from core.images import load_image
-from core.model import ClassMapModel
+from core.model import ClassMapModel, class_softmax
 from core.postprocess import (
     find_boxes,
     find_classes,
@@ -282,7 +282,9 @@ def channel_sums(probs: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
         return _gathered_sums(probs, vocab)
     n, classes, h, w = probs.shape
     matrix = _sum_matrix(vocab, probs.dtype)
-    sums = [torch.sparse.mm(matrix, image.reshape(classes, h * w)) for image in probs]
+    # The product reads the classes row by row: a channels-last map (``class_softmax``'s) is copied into that layout
+    # first (0.5 ms at 1000 x 34 x 29; read across its strides, the product takes 3.8 ms instead of 1.5).
+    sums = [torch.sparse.mm(matrix, image.contiguous().view(classes, h * w)) for image in probs]
     return torch.stack(sums).view(n, len(vocab), h, w)
 
 
@@ -331,7 +333,7 @@ def fused_probabilities(
     sum_first = len(vocab) <= NUM_CLASSES
 
     def probs_of(x: torch.Tensor) -> torch.Tensor:
-        probs = model.head(x, kernel_size, padding).softmax(dim=1)
+        probs = class_softmax(model.head(x, kernel_size, padding))
         return channel_sums(probs, vocab) if sum_first else probs
 
     fused = probs_of(features[-1])

@@ -99,6 +99,8 @@ def test_logit_map_is_head_of_cached_features(model):
     assert_close(model.logit_map(x, 3), model.head(features, 3), rtol=0, atol=0)
     probs = model.prob_map(x, 3)
     assert_close(probs.sum(dim=1), torch.ones_like(probs[:, 0]), rtol=0, atol=1e-12)
+    assert_close(probs, model.logit_map(x, 3).softmax(dim=1), rtol=1e-12, atol=1e-15)  # the same softmax...
+    assert probs.permute(0, 2, 3, 1).is_contiguous()  # ...over each cell's adjacent classes (the fast resampling)
 
 
 def test_same_padding_keeps_the_map_aligned_and_valid_shrinks_it(model):
@@ -172,6 +174,24 @@ def test_preprocess_is_the_backbones_own_normalisation():
     assert_close(tv[0, 0, 0, 0], torch.tensor((200 / 255 - 0.485) / 0.229))
     with pytest.raises(TypeError, match="uint8"):
         core.load_backbone("squeezenet1_1", weights=None).preprocess(pixel.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "squeezenet1_1", "resnet50"])
+def test_normalize_is_each_channels_own_formula_at_every_pixel_of_a_batch(name):
+    # Every pixel of every row and column, channel by channel, to the last bit: the fast path broadcasts the means
+    # and scales as one repeated row, and a wrong repetition would shift them between channels or columns.
+    m = core.load_backbone(name, weights=None)
+    norm = m.backbone.normalization
+    pixels = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack(
+        [(pixels[..., c].to(torch.float32) - torch.tensor(norm.mean[c])) / torch.tensor(norm.std[c]) for c in range(3)],
+        dim=1,
+    )
+    expected = expected.flip(1) if norm.bgr else expected
+    got = m.normalize(pixels)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+    assert got.permute(0, 2, 3, 1).is_contiguous()  # channels-last strides, as the trunk runs fastest
+    assert torch.equal(m.preprocess(pixels[1].numpy()), got[1:])
 
 
 def test_a_network_running_in_another_thread_survives_a_torchvision_backbone_being_built():
