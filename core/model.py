@@ -293,7 +293,9 @@ class ClassMapModel(nn.Module):
             array = image
         else:
             raise TypeError(f"image must be a PIL image or an H x W x 3 uint8 array, got {type(image).__name__}")
-        return _normalized(torch.from_numpy(np.array(array, order="C"))[None], self.backbone.normalization)
+        # _normalized makes the one float32 copy; the pixels are copied only where torch cannot read them in place.
+        pixels = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+        return _normalized(pixels[None], self.backbone.normalization)
 
     def normalize(self, pixels: Tensor) -> Tensor:
         """``preprocess`` for a batch of uint8 pixels, on the network's device: the pixels cross to it once, as bytes.
