@@ -175,8 +175,10 @@ def analysis_pixels(image: Image.Image | np.ndarray, size: tuple[int, int]) -> n
     if size == pixels.shape[:2]:
         return pixels
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # 1 x 3 x H x W, channels-last strides: uint8 fast path
-    resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return resized[0].permute(1, 2, 0).contiguous().numpy()  # H x W x 3 (torch's copy: ~1.6x numpy's)
+    resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)  # 3 planes back
+    # H x W x 3 from the three planes: numpy's stack interleaves them 3x faster than torch's permuted copy (1.0
+    # against 3.4 ms at 905 x 905 on 2 cores) and 8x faster than numpy's own transposed copy.
+    return np.stack(resized[0].numpy(), axis=-1)
 
 
 @dataclass(frozen=True)
@@ -259,12 +261,14 @@ def hedged(probs: torch.Tensor, sizes: torch.Tensor, threshold: float) -> tuple[
     best_prob, best = probs[:NUM_CLASSES].max(dim=0)  # a class is as specific as it gets: the best one, if it passes
     synsets = probs[NUM_CLASSES:]
     passing = synsets > threshold
-    # Else the synset with the fewest classes; among equal sizes the more probable (half a probability never
-    # outweighs one class more; float64 keeps the probabilities' differences beside sizes up to 129).
+    # Else the synset with the fewest classes; among equal sizes the more probable, then the first (half a
+    # probability never outweighs one class more; float64 keeps the probabilities' differences beside sizes up to
+    # 129). ``max`` gives the first maximum's index as ``argmax`` does, in a third of the time over channels.
     size = sizes[NUM_CLASSES:].to(probs.device, torch.float64)[:, None, None]
-    synset = torch.where(passing, 0.5 * synsets.double() - size, -math.inf).argmax(dim=0) + NUM_CLASSES
-    use_synset = (best_prob <= threshold) & passing.any(dim=0)
-    winner = torch.where(use_synset, synset, best)
+    key = (0.5 * synsets.double()).sub_(size).masked_fill_(~passing, -math.inf)  # a new tensor: probs untouched
+    top, synset = key.max(dim=0)
+    use_synset = (best_prob <= threshold) & (top > -math.inf)  # no class passes, some synset does
+    winner = torch.where(use_synset, synset + NUM_CLASSES, best)
     return probs.gather(0, winner[None])[0], winner
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 import core
 from core import render
-from core.analysis import SCALE_WEIGHTS, _gathered_sums, analysis_size, channel_sums, hedged, pyramid
+from core.analysis import NUM_CLASSES, SCALE_WEIGHTS, _gathered_sums, analysis_size, channel_sums, hedged, pyramid
 from core.hierarchy import MAX_GROUP_MEMBERS, vocabulary
 from core.postprocess import find_boxes, find_classes, hedge_each_object, one_answer_per_object, parts_give_way
 from core.registry import IMAGENET_CATEGORIES
@@ -438,6 +438,36 @@ def test_hedging_answers_the_most_specific_node_that_is_sure_enough():
     # ...and a threshold nothing reaches answers the most probable class, never found
     top, at_top = hedged(probs, torch.from_numpy(ADAPTIVE.sizes), 0.999)
     assert at_top[0, 0] == CAT and (top < 0.999).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hedging_prefers_fewer_classes_then_the_more_probable_then_the_first_and_leaves_the_map_alone(dtype):
+    # Random adaptive maps, some rounded to quarters so that sizes and probabilities tie, against the rule read
+    # cell by cell: a class above the threshold wins; else, among the synsets above it, the fewest classes, then the
+    # highest probability, then the lowest index; else the most probable class.
+    generator = torch.Generator().manual_seed(0)
+    sizes = torch.from_numpy(ADAPTIVE.sizes)
+    for trial in range(6):
+        classes = torch.rand(1000, 4, 5, generator=generator, dtype=dtype) ** 8
+        classes = channel_sums((classes / classes.sum(dim=0))[None], ADAPTIVE)[0]
+        probs = torch.round(classes * 4) / 4 if trial % 2 else classes
+        kept = probs.clone()
+        for threshold in (0.0, 0.3, 0.6):
+            max_prob, winner = hedged(probs, sizes, threshold)
+            assert torch.equal(probs, kept)
+            for r, c in np.ndindex(4, 5):
+                cell = probs[:, r, c].tolist()
+                best = max(range(NUM_CLASSES), key=lambda i: (cell[i], -i))
+                passing = [i for i in range(NUM_CLASSES, len(cell)) if cell[i] > threshold]
+                if cell[best] <= threshold and passing:
+                    best = min(passing, key=lambda i: (ADAPTIVE.sizes[i], -cell[i], i))
+                assert (winner[r, c], max_prob[r, c]) == (best, cell[best]), (trial, threshold, r, c)
+    # Two synsets of one size (63 classes) three float32 steps apart: the more probable, though a float32 key
+    # (0.5 p - 63, spaced 4e-6 there) would tie them and answer the first
+    same = [i for i in range(NUM_CLASSES, len(ADAPTIVE)) if ADAPTIVE.sizes[i] == 63]
+    probs = torch.zeros(len(ADAPTIVE), 1, 1, dtype=dtype)
+    probs[same[0]], probs[same[1]] = 0.7, float(np.float32(0.7) + 3 * np.spacing(np.float32(0.7)))
+    assert hedged(probs, sizes, 0.6)[1].item() == same[1]
 
 
 def test_an_adaptive_analysis_answers_a_class_where_sure_and_a_synset_where_not(prepared):
