@@ -29,7 +29,7 @@ from core.registry import BACKBONES, DEFAULT_BACKBONE
 from core.results import FoundClass
 from core.settings import GRANULARITIES, MAX_PART_RATIO
 from core.weights import WeightsError
-from ui.components import EXAMPLES_DIR, PhotoInput
+from ui.components import EXAMPLES_DIR, ClassMapImage, PhotoInput
 from ui.handlers import (
     DISPLAY_MAX_SIDE,
     MAX_OVERLAYS,
@@ -363,6 +363,48 @@ def test_the_photo_input_hands_our_code_the_path_without_opening_it(tmp_path, mo
     assert component.get_block_name() == "image"  # the front end is gr.Image's
     with pytest.raises(gr.Error, match="not uploaded"):
         component.preprocess(ImageData(path=str(ROOT / "README.md"), orig_name="README.md"))
+
+
+def _decoded(data) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    picture = np.asarray(Image.open(data.image.path).convert("RGB"))
+    return picture, [(a.label, np.asarray(Image.open(a.image.path).convert("RGBA"))) for a in data.annotations]
+
+
+def test_the_class_map_sends_the_pixels_gradio_would(examples, cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    view = analyze_photo(str(examples / "cat_and_coffee.jpg"), DEFAULTS, cache=cache)
+    picture, layers = view.class_map
+    assert len(layers) >= 3
+    ours = ClassMapImage(format="jpeg", color_map=view.class_colors)
+    gradios = gr.AnnotatedImage(format="jpeg", color_map=view.class_colors)
+    assert ours.get_block_name() == "annotatedimage"  # the front end is gr.AnnotatedImage's
+    sent, expected = ours.postprocess(view.class_map), gradios.postprocess(view.class_map)
+    assert all(Image.open(a.image.path).mode == "P" for a in sent.annotations)  # the two-colour encoding was used
+    (mine, my_masks), (theirs, their_masks) = _decoded(sent), _decoded(expected)
+    assert np.array_equal(mine, theirs) and [label for label, _ in my_masks] == [label for label, _ in their_masks]
+    for (label, mask), (_, reference) in zip(my_masks, their_masks, strict=True):
+        assert np.array_equal(mask, reference), label
+        assert mask[..., 3].any(), label
+    # A label without a colour (red), an empty mask, a mask of opacity 1, and a graded mask or a box, which only
+    # Gradio's own encoding takes: every case decodes to Gradio's pixels
+    cells = layers[0][0] > 0
+    for masks in (
+        [
+            (cells * 0.55, "no colour"),
+            (np.zeros(cells.shape), "empty"),
+            (cells.astype(float), "opaque"),
+            (cells * 0.999, "nearly opaque"),
+        ],
+        [(cells * 0.55, "graded"), (np.linspace(0, 1, cells.size).reshape(cells.shape), "ramp")],
+        [(cells * 0.55, "cells"), ((10, 20, 120, 90), "box")],
+    ):
+        sent = ours.postprocess((picture, masks))
+        expected = gradios.postprocess((picture, masks))
+        (mine, my_masks), (theirs, their_masks) = _decoded(sent), _decoded(expected)
+        assert np.array_equal(mine, theirs)
+        for (label, mask), (_, reference) in zip(my_masks, their_masks, strict=True):
+            assert np.array_equal(mask, reference), label
+    assert ours.postprocess(None) is None
 
 
 def test_no_image_clears_the_page():

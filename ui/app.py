@@ -27,6 +27,7 @@ from ui import handlers
 from ui.components import (
     EXAMPLES_DIR,
     CameraInput,
+    ClassMapImage,
     PhotoInput,
     SettingCheckbox,
     SettingDropdown,
@@ -548,7 +549,7 @@ def build_app() -> gr.Blocks:
                         "Download JSON", size="md", variant="primary", scale=0, min_width=180, elem_id="download"
                     )
                 with gr.Row(equal_height=False):
-                    class_map = gr.AnnotatedImage(
+                    class_map = ClassMapImage(
                         label="Class map: every patch in the colour of what wins it (hover for names)",
                         format="jpeg",
                         height=420,
